@@ -1,0 +1,138 @@
+"""Dataset interface: named splits of ``(sample_id, image, label)`` plus class names.
+
+Readers list their samples cheaply (file paths, or in-memory arrays) and decode images lazily in
+:meth:`ImageDataset.load_image`, so extraction can decode in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featkit.errors import MissingDataError, UnknownNameError
+
+SPLITS = ("train", "val", "test")
+VAL_FRACTION = 0.1
+VAL_SEED = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: a stable id (usually its path relative to the root), its label and a locator
+    (a file path, or an index into an in-memory source) that :meth:`ImageDataset.load_image` reads."""
+
+    sample_id: str
+    label: int
+    locator: Any
+
+
+class ImageDataset:
+    """Base class. Subclasses set ``name``, ``class_names`` and implement :meth:`_official_splits`.
+
+    ``train``/``val``/``test`` are always available: when the dataset has no official validation
+    split, ``val`` is carved from the official train split (seeded, stratified, ~10 %) and ``train``
+    is the rest, so selecting hyper-parameters on ``val`` never touches ``test``.
+    """
+
+    name: str = ""
+    homepage: str = ""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self._splits: dict[str, list[Sample]] | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def _official_splits(self) -> dict[str, list[Sample]]:
+        """``{"train": [...], "test": [...]}`` and ``"val"`` when the dataset has an official one."""
+        raise NotImplementedError
+
+    def load_image(self, sample: Sample):
+        """Decode one image (PIL, fully loaded so truncated files fail here)."""
+        from PIL import Image
+
+        with Image.open(sample.locator) as image:
+            image.load()
+            return image.copy() if image.mode in ("RGB", "L") else image.convert("RGB")
+
+    # -- provided -----------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        """Class names indexed by label (readers set them while listing their splits)."""
+        if not hasattr(self, "_class_names"):
+            self._all_splits()
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, value: list[str]) -> None:
+        self._class_names = list(value)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self._all_splits())
+
+    def samples(self, split: str) -> list[Sample]:
+        splits = self._all_splits()
+        if split not in splits:
+            raise UnknownNameError(
+                f"dataset '{self.name}' has no split '{split}' (splits: {', '.join(splits)})"
+            )
+        return splits[split]
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.name, "root": str(self.root), "classes": len(self.class_names)}
+
+    def image_path(self, sample: Sample) -> str:
+        """Where the image lives, for error messages."""
+        return str(sample.locator) if isinstance(sample.locator, (str, os.PathLike)) else f"{self.name}:{sample.sample_id}"
+
+    def _all_splits(self) -> dict[str, list[Sample]]:
+        if self._splits is None:
+            official = self._official_splits()
+            if "val" not in official:
+                train, val = carve_val(official["train"])
+                official = {"train": train, "val": val, **{k: v for k, v in official.items() if k != "train"}}
+            self._splits = {k: official[k] for k in SPLITS if k in official}
+            self._splits.update({k: v for k, v in official.items() if k not in SPLITS})
+        return self._splits
+
+    def require(self, *paths: str | os.PathLike, how: str = "") -> None:
+        """Fail with one line if the first expected file is missing."""
+        for path in paths:
+            full = self.root / path
+            if not full.exists():
+                hint = how or (f"download it from {self.homepage} and pass --data-root DIR" if self.homepage else "pass --data-root DIR")
+                raise MissingDataError(
+                    f"{self.name}: no data under {self.root} (expected {full}); {hint}"
+                )
+
+
+def carve_val(
+    train: Sequence[Sample], fraction: float = VAL_FRACTION, seed: int = VAL_SEED
+) -> tuple[list[Sample], list[Sample]]:
+    """Split ``train`` into (train, val), stratified by label, seeded and independent of order.
+
+    Each class with at least two samples gives ``max(1, round(fraction * n))`` samples to val,
+    chosen by a seeded permutation of its samples sorted by id.
+    """
+    by_label: dict[int, list[Sample]] = defaultdict(list)
+    for sample in train:
+        by_label[sample.label].append(sample)
+    val_ids: set[str] = set()
+    for label in sorted(by_label):
+        members = sorted(by_label[label], key=lambda s: s.sample_id)
+        if len(members) < 2:
+            continue
+        n_val = max(1, int(round(fraction * len(members))))
+        rng = np.random.default_rng([seed, label])
+        for i in rng.permutation(len(members))[:n_val]:
+            val_ids.add(members[i].sample_id)
+    return (
+        [s for s in train if s.sample_id not in val_ids],
+        [s for s in train if s.sample_id in val_ids],
+    )
