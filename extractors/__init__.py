@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 _FAMILIES: dict[str, Family] = {}
-_MODULES = ("extractors.pixels", "extractors.open_clip", "extractors.timm", "extractors.hf")
+_MODULES = ("extractors.tiny", "extractors.pixels", "extractors.open_clip", "extractors.timm", "extractors.hf")
 
 #: Friendly names -> model ids.
 ALIASES: dict[str, str] = {}

@@ -1,0 +1,37 @@
+"""featkit: extract, cache and probe image embeddings of vision and vision-language models.
+
+Python API (NumPy arrays in, NumPy arrays out)::
+
+    import featkit
+    featkit.extract("test:tiny-clip", "digits")                    # fills the cache
+    fs = featkit.load("test:tiny-clip", "digits", "test", "visual")
+    fs.features, fs.labels, fs.sample_ids, fs.class_names, fs.meta
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from featkit._version import __version__
+
+if TYPE_CHECKING:
+    from featkit.extraction import extract
+    from featkit.featureset import FeatureSet, load, load_file
+
+__all__ = ["FeatureSet", "__version__", "extract", "load", "load_file"]
+
+_LAZY = {
+    "extract": "featkit.extraction",
+    "load": "featkit.featureset",
+    "load_file": "featkit.featureset",
+    "FeatureSet": "featkit.featureset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the API lazily so ``import featkit`` (and ``featkit --help``) stays instant."""
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'featkit' has no attribute {name!r}")

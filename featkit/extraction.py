@@ -1,0 +1,432 @@
+"""The extraction pipeline: dataset reader -> preprocessing -> model -> sharded cache -> HDF5.
+
+Shards are aligned with batches (a shard is ``shard_size`` rows, processed in batches that start
+at the shard's first row), so a resumed run feeds the model exactly the batches an uninterrupted
+run would, and the assembled file is identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featkit.cache import (
+    CacheKey,
+    Shard,
+    base_attrs,
+    cache_root,
+    file_kinds,
+    key_lock,
+    parts_dir,
+    read_parts_meta,
+    read_shard,
+    samples_digest,
+    shard_kinds,
+    write_final,
+    write_parts_meta,
+    write_shard,
+)
+from featkit.datasets import ImageDataset, Sample, open_dataset
+from featkit.errors import BadImageError, FeatkitError, UnknownNameError
+
+DEFAULT_SHARD_SIZE = 1024
+
+
+@dataclass
+class SplitSummary:
+    """What one split's extraction did."""
+
+    split: str
+    path: Path
+    n: int
+    dims: dict[str, int]
+    seconds: float
+    cached: bool
+    skipped: list[str] = field(default_factory=list)
+    shards_done: int = 0
+    shards_reused: int = 0
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+class _DecodeSplit:
+    """Map-style dataset over one split: position -> (position, tensor or None, error)."""
+
+    def __init__(self, dataset: ImageDataset, samples: Sequence[Sample], transform) -> None:
+        self.dataset = dataset
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, position: int):
+        sample = self.samples[position]
+        try:
+            image = self.dataset.load_image(sample)
+            return position, self.transform(image), None
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's decode errors
+            return position, None, f"{self.dataset.image_path(sample)}: {err}"
+
+
+def _collate(items):
+    import torch
+
+    positions = [p for p, t, _ in items if t is not None]
+    tensors = [t for _, t, _ in items if t is not None]
+    bad = [(p, e) for p, t, e in items if t is None]
+    images = torch.stack(tensors) if tensors else None
+    return positions, images, bad
+
+
+def _batches(shard_indices: Sequence[int], n: int, shard_size: int, batch_size: int) -> list[list[int]]:
+    batches = []
+    for index in shard_indices:
+        start, stop = index * shard_size, min(n, (index + 1) * shard_size)
+        for b in range(start, stop, batch_size):
+            batches.append(list(range(b, min(stop, b + batch_size))))
+    return batches
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    if num_workers in ("auto", None):
+        return 0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 2) - 1)
+    return int(num_workers)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FeatkitError("--device cuda requested but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+# -- the model step -----------------------------------------------------------------------------
+
+
+def _forward(extractor, images, kinds: Sequence[str], device: str, precision: str) -> dict[str, np.ndarray]:
+    """Run the extractor (autocast in fp16/bf16 on GPU), halving the batch on CUDA OOM."""
+    import torch
+
+    def run(batch):
+        ctx = contextlib.nullcontext()
+        if device.startswith("cuda") and precision in ("fp16", "bf16"):
+            dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+            ctx = torch.autocast("cuda", dtype=dtype)
+        with ctx, torch.inference_mode():
+            out = extractor(batch, kinds)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+    try:
+        return run(images)
+    except torch.cuda.OutOfMemoryError:
+        if len(images) == 1:
+            raise FeatkitError("CUDA out of memory on a single image; use --device cpu or a smaller model") from None
+        torch.cuda.empty_cache()
+        half = len(images) // 2
+        first, second = run_halves = (_forward(extractor, images[:half], kinds, device, precision),
+                                      _forward(extractor, images[half:], kinds, device, precision))
+        del run_halves
+        return {k: np.concatenate([first[k], second[k]]) for k in first}
+
+
+# -- orchestration ------------------------------------------------------------------------------
+
+
+def _split_key(extractor, model_id: str, dataset: ImageDataset, split: str, samples: Sequence[Sample]) -> CacheKey:
+    return CacheKey(
+        model=model_id,
+        weights=extractor.weights_identity,
+        preprocessing=extractor.preprocessing,
+        settings=extractor.key_settings(),
+        dataset=dataset.name,
+        data_root=str(Path(dataset.root).resolve()) if not str(dataset.root).startswith("sklearn:") else str(dataset.root),
+        split=split,
+        samples=samples_digest([s.sample_id for s in samples], [s.label for s in samples]),
+    )
+
+
+def extract(
+    model: str,
+    dataset: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    splits: Sequence[str] = ("train", "val", "test"),
+    features: Sequence[str] | None = None,
+    weights: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "fp32",
+    num_workers: int | str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
+    extractor=None,
+) -> list[SplitSummary]:
+    """Extract features of every requested split into the cache (resuming any unfinished run).
+
+    Returns one :class:`SplitSummary` per split; cached splits are reported, not recomputed.
+    ``extractor`` may pass an already-loaded adapter (its spec must be ``model``'s).
+    """
+    from extractors import get_spec, load_extractor
+
+    if batch_size < 1 or shard_size < 1:
+        raise FeatkitError("--batch-size and shard size must be positive")
+    spec = get_spec(model)
+    ds = open_dataset(dataset, data_root)
+    split_samples = {split: ds.samples(split) for split in splits}  # fails early on missing data
+    kinds = list(features) if features else list(spec.default_features)
+    unknown = [k for k in kinds if k not in spec.kinds]
+    if unknown:
+        raise UnknownNameError(
+            f"model {spec.name} has no feature kind {', '.join(unknown)} (kinds: {', '.join(spec.kinds)})"
+        )
+    device = resolve_device(device)
+    if device == "cpu" and precision != "fp32":
+        print(f"featkit: {precision} runs on GPU only; using fp32 on CPU", file=sys.stderr)
+        precision = "fp32"
+    options = dict(options or {})
+    if adapter:
+        options["adapter"] = str(adapter)
+    if extractor is None:
+        extractor = load_extractor(model, weights=weights, device=device, precision=precision, options=options)
+    root = cache_root(cache_dir)
+    summaries = []
+    for split in splits:
+        summaries.append(
+            _extract_split(
+                extractor, spec.name, ds, split, split_samples[split], kinds,
+                root=root, batch_size=batch_size, device=device, precision=precision,
+                num_workers=resolve_num_workers(num_workers), overwrite=overwrite, skip_bad=skip_bad,
+                shard_size=shard_size, progress=progress, model_alias=model,
+            )
+        )
+    return summaries
+
+
+def _extract_split(
+    extractor, model_id, ds, split, samples, kinds, *, root, batch_size, device, precision,
+    num_workers, overwrite, skip_bad, shard_size, progress, model_alias,
+) -> SplitSummary:
+    started = time.perf_counter()
+    key = _split_key(extractor, model_id, ds, split, samples)
+    path = key.path(root)
+    parts = parts_dir(path)
+
+    def on_wait(lock_path):
+        print(f"featkit: waiting for another process writing {path} ...", file=sys.stderr)
+
+    with key_lock(path, on_wait=on_wait):
+        if path.exists() and not overwrite:
+            have = file_kinds(path)
+            if set(kinds) <= set(have):
+                from featkit.featureset import load_file
+
+                meta = load_file(path, kinds[0]).meta
+                return SplitSummary(split, path, int(meta.get("n", len(samples))),
+                                    {k: int(d) for k, d in (meta.get("dims") or {}).items() if k in kinds},
+                                    time.perf_counter() - started, cached=True,
+                                    skipped=list(meta.get("skipped_ids") or []))
+            kinds = sorted(set(kinds) | set(have))  # re-extract with the union, replacing the file
+        if overwrite and parts.exists():
+            shutil.rmtree(parts)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        meta = read_parts_meta(parts)
+        if meta and meta.get("key") == key.digest:
+            shard_size = int(meta["shard_size"])
+            batch_size = int(meta.get("batch_size", batch_size))
+        write_parts_meta(parts, {"key": key.digest, "shard_size": shard_size, "batch_size": batch_size})
+
+        n = len(samples)
+        n_shards = math.ceil(n / shard_size) if n else 0
+        todo, reused = [], 0
+        for index in range(n_shards):
+            have_kinds = shard_kinds(parts, index)
+            if have_kinds is not None and set(kinds) <= have_kinds:
+                reused += 1
+            else:
+                todo.append(index)
+        bad = _run_shards(extractor, ds, samples, kinds, todo, parts, n=n, shard_size=shard_size,
+                          batch_size=batch_size, device=device, precision=precision,
+                          num_workers=num_workers, skip_bad=skip_bad, progress=progress,
+                          desc=f"{ds.name}/{split}")
+        if bad and not skip_bad:
+            listed = "; ".join(msg for _, msg in bad[:5])
+            more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+            raise BadImageError(
+                f"{len(bad)} unreadable image(s) in {ds.name}/{split}: {listed}{more}; fix or remove "
+                f"them, or rerun with --skip-bad to leave them out (finished shards are kept)"
+            )
+        summary = _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts,
+                            n_shards=n_shards, shard_size=shard_size, batch_size=batch_size,
+                            device=device, precision=precision, skip_bad=skip_bad)
+        summary.seconds = time.perf_counter() - started
+        summary.shards_done, summary.shards_reused = len(todo), reused
+        return summary
+
+
+def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, batch_size, device,
+                precision, num_workers, skip_bad, progress, desc) -> list[tuple[int, str]]:
+    """Compute and write the shards in ``todo``; returns the unreadable images met."""
+    if not todo:
+        return []
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    batches = _batches(todo, n, shard_size, batch_size)
+    loader = DataLoader(
+        _DecodeSplit(ds, samples, extractor.transform),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False,
+    )
+    total = sum(len(b) for b in batches)
+    bad_all: list[tuple[int, str]] = []
+    current: int | None = None
+    rows: dict[str, list[np.ndarray]] = {}
+    positions: list[int] = []
+    shard_bad: list[tuple[int, str]] = []
+
+    def flush():
+        if current is None:
+            return
+        if shard_bad and not skip_bad:
+            return  # a shard with unreadable images is not stored in strict mode
+        feats = {k: (np.concatenate(v) if v else np.zeros((0, extractor.kinds.get(k, 0)), np.float32)) for k, v in rows.items()}
+        for k in kinds:
+            feats.setdefault(k, np.zeros((0, extractor.kinds.get(k, 0)), np.float32))
+        write_shard(parts, Shard(current, np.asarray(positions, np.int64), feats,
+                                 np.asarray([p for p, _ in shard_bad], np.int64)))
+
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
+        for batch_positions, images, bad in loader:
+            first = (batch_positions or [p for p, _ in bad])[0]
+            index = first // shard_size
+            if index != current:
+                flush()
+                current, rows, positions, shard_bad = index, {k: [] for k in kinds}, [], []
+            bad_all.extend(bad)
+            shard_bad.extend(bad)
+            if images is not None:
+                out = _forward(extractor, images, kinds, device, precision)
+                for k in kinds:
+                    array = out[k]
+                    if not np.isfinite(array).all():
+                        rows_bad = np.where(~np.isfinite(array).all(axis=1))[0]
+                        ids = [samples[batch_positions[i]].sample_id for i in rows_bad[:5]]
+                        raise FeatkitError(
+                            f"non-finite '{k}' features for {len(rows_bad)} image(s) ({', '.join(ids)}); "
+                            f"nothing was stored for this batch — check the weights, or use --precision fp32"
+                        )
+                    rows[k].append(array.astype(np.float32, copy=False))
+                positions.extend(batch_positions)
+            bar.update(len(batch_positions) + len(bad))
+        flush()
+    del torch
+    return bad_all
+
+
+def _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts, *,
+              n_shards, shard_size, batch_size, device, precision, skip_bad) -> SplitSummary:
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    positions: list[np.ndarray] = []
+    skipped: list[np.ndarray] = []
+    for index in range(n_shards):
+        shard = read_shard(parts, index)
+        if shard is None:
+            raise FeatkitError(f"shard {index} of {path} is missing after extraction; rerun the same command")
+        for k in kinds:
+            feats[k].append(shard.features[k])
+        positions.append(shard.positions)
+        skipped.append(shard.skipped)
+    dims = {k: int(extractor.kinds.get(k) or (feats[k][0].shape[1] if feats[k] else 0)) for k in kinds}
+    order = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    arrays = {k: (np.concatenate(v) if v else np.zeros((0, dims[k]), np.float32)) for k, v in feats.items()}
+    skipped_pos = np.concatenate(skipped) if skipped else np.zeros(0, np.int64)
+    expected = len(samples) - len(skipped_pos)
+    if len(order) != expected or (len(order) and np.any(np.diff(order) <= 0)):
+        raise FeatkitError(f"shards of {path} are inconsistent; rerun with --overwrite")
+    kept = [samples[i] for i in order]
+    skipped_ids = [samples[i].sample_id for i in skipped_pos]
+    attrs = base_attrs()
+    attrs.update(
+        {
+            "model": model_id,
+            "model_alias": model_alias,
+            "family": extractor.spec.family,
+            "weights": key.weights,
+            "preprocessing": dict(key.preprocessing),
+            "dataset": ds.name,
+            "data_root": key.data_root,
+            "split": split,
+            "n": len(kept),
+            "kinds": list(kinds),
+            "dims": dims,
+            "settings": {
+                **dict(key.settings),
+                "batch_size": batch_size,
+                "shard_size": shard_size,
+                "device": device,
+                "precision": precision,
+                "skip_bad": skip_bad,
+            },
+            "skipped_ids": skipped_ids,
+            "key": key.digest,
+            "key_fields": key.as_dict(),
+            "versions": _library_versions(),
+        }
+    )
+    write_final(
+        path,
+        features=arrays,
+        labels=np.asarray([s.label for s in kept], np.int64),
+        sample_ids=[s.sample_id for s in kept],
+        class_names=ds.class_names,
+        attrs=attrs,
+    )
+    shutil.rmtree(parts, ignore_errors=True)
+    return SplitSummary(split, path, len(kept), dims, 0.0, cached=False, skipped=skipped_ids)
+
+
+def _library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "torchvision", "open_clip_torch", "timm", "transformers", "peft", "numpy", "h5py"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def iter_summaries_table(summaries: Sequence[SplitSummary]) -> Iterator[dict[str, Any]]:
+    for s in summaries:
+        yield {
+            "split": s.split,
+            "n": s.n,
+            "dims": ", ".join(f"{k}={d}" for k, d in s.dims.items()),
+            "seconds": f"{s.seconds:.1f}",
+            "status": "cached" if s.cached else (f"new ({s.shards_reused} shards resumed)" if s.shards_reused else "new"),
+            "file": str(s.path),
+        }
