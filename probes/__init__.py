@@ -1,0 +1,1 @@
+"""Pure analysis functions over feature arrays (retrieval, probes, perturbations): no I/O."""
