@@ -1,0 +1,5 @@
+import sys
+
+from featkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""``featkit extract``: fill the cache with a model's features of a dataset's splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from featkit.commands.common import add_cache_dir, split_list
+
+NAME = "extract"
+HELP = "extract features of a dataset's splits into the HDF5 cache (resumable)"
+DESCRIPTION = (
+    "Extract features of every image of the requested splits into the cache, one HDF5 file per "
+    "(model, weights, preprocessing, dataset, split). A killed run resumes where it stopped."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model id (family:name) or alias; see 'featkit list models'")
+    parser.add_argument("--dataset", required=True, help="dataset name; see 'featkit list datasets'")
+    parser.add_argument("--data-root", default=None, help="dataset root (default: $FEATKIT_DATA/<dataset> or ./data/<dataset>)")
+    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits (default: train,val,test)")
+    parser.add_argument("--features", default=None, help="comma-separated feature kinds (default: the model's defaults)")
+    parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
+    parser.add_argument("--adapter", default=None, help="peft adapter directory to apply (VLMs)")
+    parser.add_argument("--instruction", default=None, help="instruction for last_token embeddings (VLMs)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision on GPU (features are stored as float32)")
+    parser.add_argument("--num-workers", default="auto", help="image-decoding worker processes (default: auto)")
+    parser.add_argument("--shard-size", type=int, default=None, help="rows per resumable shard (default: 1024)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (recorded in the file) instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="recompute even if the cache has these features")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cache_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from featkit.extraction import DEFAULT_SHARD_SIZE, extract, iter_summaries_table
+    from featkit.results import format_table
+
+    options = {}
+    if args.instruction:
+        options["instruction"] = args.instruction
+    started = time.perf_counter()
+    summaries = extract(
+        args.model,
+        args.dataset,
+        data_root=args.data_root,
+        splits=split_list(args.splits),
+        features=split_list(args.features) or None,
+        weights=args.weights,
+        adapter=args.adapter,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        cache_dir=args.cache_dir,
+        overwrite=args.overwrite,
+        skip_bad=args.skip_bad,
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+        progress=not args.no_progress,
+        options=options,
+    )
+    print(format_table(list(iter_summaries_table(summaries)), ["split", "n", "dims", "seconds", "status", "file"]))
+    skipped = sum(len(s.skipped) for s in summaries)
+    if skipped:
+        print(f"featkit: {skipped} unreadable image(s) left out; their ids are in each file's 'skipped_ids'", file=sys.stderr)
+    print(f"{args.model} on {args.dataset}: {len(summaries)} file(s) in {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,0 +1,43 @@
+"""``featkit info FILE.h5``: what a cache file holds and where it came from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "info"
+HELP = "show the contents and provenance of a cache file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a cache .h5 file")
+    parser.add_argument("--json", action="store_true", help="print the attributes as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import h5py
+
+    from featkit.cache import FEATURES_GROUP, _decode_attrs
+    from featkit.errors import CacheError
+
+    try:
+        with h5py.File(args.file, "r") as handle:
+            attrs = _decode_attrs(handle.attrs)
+            shapes = {k: tuple(v.shape) for k, v in handle[FEATURES_GROUP].items()}
+            n_classes = len(handle["class_names"])
+    except (OSError, KeyError) as err:
+        raise CacheError(f"{args.file} is not a readable featkit cache file ({err}); re-extract it") from None
+    if args.json:
+        print(json.dumps({"file": args.file, "features": shapes, **attrs}, indent=2, default=str))
+        return 0
+    print(f"file         {args.file}")
+    for name in ("model", "weights", "dataset", "split", "n", "data_root", "created_at", "featkit_version", "complete"):
+        print(f"{name:<12} {attrs.get(name)}")
+    print(f"{'classes':<12} {n_classes}")
+    for kind, shape in shapes.items():
+        print(f"{'features':<12} {kind}: {shape[0]} x {shape[1] if len(shape) > 1 else 1}")
+    print(f"{'preprocess':<12} {json.dumps(attrs.get('preprocessing'))}")
+    print(f"{'settings':<12} {json.dumps(attrs.get('settings'))}")
+    if attrs.get("skipped_ids"):
+        print(f"{'skipped':<12} {len(attrs['skipped_ids'])}: {', '.join(attrs['skipped_ids'][:5])}")
+    return 0

@@ -1,0 +1,58 @@
+"""``featkit list models|datasets``."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "list"
+HELP = "list registered models (with aliases) or datasets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=["models", "datasets"], help="what to list")
+    parser.add_argument("--check-weights", action="store_true", help="check whether weights are available offline (may be slow)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from featkit.results import format_table
+
+    if args.what == "datasets":
+        from featkit.datasets import list_datasets
+
+        rows = [{"dataset": name, "description": text} for name, text in list_datasets().items()]
+        print(format_table(rows, ["dataset", "description"]))
+        return 0
+
+    from extractors import ALIASES, families, get_spec
+
+    fams = families()
+    by_id: dict[str, list[str]] = {}
+    for alias, model_id in ALIASES.items():
+        by_id.setdefault(model_id, []).append(alias)
+    specs = {}
+    for family in fams.values():
+        for spec in family.specs():
+            specs[spec.name] = spec
+    for model_id in by_id:
+        if model_id not in specs:
+            try:
+                specs[model_id] = get_spec(model_id)
+            except Exception:  # an alias whose library is not installed: show it anyway
+                specs[model_id] = None
+    rows = []
+    for model_id, spec in specs.items():
+        row = {"alias": ", ".join(sorted(by_id.get(model_id, []))), "id": model_id}
+        if spec is None:
+            row.update(kinds="?", input="?", weights="?", notes="library not installed")
+        else:
+            row["kinds"] = ", ".join(f"{k}={d if d else '?'}" for k, d in spec.kinds.items())
+            row["input"] = f"{spec.preprocessing.size}px" if spec.preprocessing else "-"
+            if args.check_weights:
+                available = fams[spec.family].weights_available(spec)
+                row["weights"] = {True: "available", False: "missing", None: "?"}[available]
+            else:
+                row["weights"] = spec.weights
+            row["notes"] = spec.notes
+        rows.append(row)
+    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "notes"]))
+    return 0
