@@ -22,6 +22,10 @@ VAL_FRACTION = 0.1
 VAL_SEED = 0
 
 
+class DatasetFormatError(MissingDataError):
+    """A dataset's annotation files exist but are malformed; the message names ``file:line``."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image: a stable id (usually its path relative to the root), its label and a locator
@@ -44,7 +48,7 @@ class ImageDataset:
     homepage: str = ""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         self._splits: dict[str, list[Sample]] | None = None
 
     # -- to implement -------------------------------------------------------------------------

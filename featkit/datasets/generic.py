@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 
 from featkit.datasets import register_dataset
-from featkit.datasets.base import ImageDataset, Sample
+from featkit.datasets.base import SPLITS, DatasetFormatError, ImageDataset, Sample
 from featkit.errors import MissingDataError
 
+_INTEGER = re.compile(r"^-?\d+$")
+_ID_NAME = re.compile(r"^(-?\d+)\s+(\S.*)$")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -23,84 +26,132 @@ class ImageFolderDataset(ImageDataset):
             "train",
             how="expected DIR/train/<class>/<image> (and DIR/test/..., optional DIR/val/...); pass --data-root DIR",
         )
-        split_dirs = [p for p in sorted(self.root.iterdir()) if p.is_dir()]
-        classes = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
+        split_dirs = _subdirs(self.root)
+        classes = sorted({c.name for d in split_dirs for c in _subdirs(d)})
         self.class_names = classes
         index = {c: i for i, c in enumerate(classes)}
         splits: dict[str, list[Sample]] = {}
         for split_dir in split_dirs:
             samples = []
-            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for class_dir in _subdirs(split_dir):
                 for image in sorted(class_dir.rglob("*")):
-                    if image.suffix.lower() in IMAGE_EXTENSIONS and image.is_file():
-                        rel = image.relative_to(self.root).as_posix()
+                    rel = image.relative_to(self.root).as_posix()
+                    if (
+                        image.suffix.lower() in IMAGE_EXTENSIONS
+                        and not any(part.startswith(".") for part in rel.split("/"))
+                        and image.is_file()
+                    ):
                         samples.append(Sample(rel, index[class_dir.name], str(image)))
             splits[split_dir.name] = samples
         if "test" not in splits:
             raise MissingDataError(f"imagefolder: no test split under {self.root} (expected {self.root / 'test'}/<class>/<image>)")
+        for split in ("train", "test"):
+            if not splits[split]:
+                raise MissingDataError(
+                    f"imagefolder: no images under {self.root / split} (expected {self.root / split}/<class>/<image>"
+                    f" with one of {', '.join(IMAGE_EXTENSIONS)})"
+                )
         return splits
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """Sorted sub-folders, skipping hidden ones (``.ipynb_checkpoints``, ``.DS_Store`` folders)."""
+    return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
 @register_dataset("manifest", "CSV manifests DIR/<split>.csv of relpath,label (+ DIR/classes.txt), FG-BMK's format")
 class ManifestDataset(ImageDataset):
-    """``DIR/<split>.csv`` with ``relpath,label`` lines (labels are integers or class names) and an
-    optional ``DIR/classes.txt`` (one class name per line, or ``<id> <name>``)."""
+    """``DIR/<split>.csv`` with ``relpath,label`` lines (relpaths relative to ``DIR``; labels are
+    integers or class names; an optional ``relpath,label`` header) and an optional
+    ``DIR/classes.txt``: either one class name per line (integer labels are 0-based positions), or
+    ``<id> <name>`` lines (integer labels are those ids, e.g. 1-based; labels become positions)."""
 
-    def _read_classes(self) -> list[str] | None:
+    HOW = "expected DIR/train.csv and DIR/test.csv with relpath,label lines; pass --data-root DIR"
+
+    def _read_classes(self) -> tuple[list[str], dict[int, int] | None] | None:
+        """Class names, and ``{id: position}`` when every line is ``<id> <name>``; None without the file."""
         path = self.root / "classes.txt"
         if not path.exists():
             return None
-        names = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            head, _, tail = line.partition(" ")
-            names.append(tail.strip() if head.isdigit() and tail.strip() else line)
-        return names
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+        parsed = [(n, _ID_NAME.match(line)) for n, line in lines]
+        ids: dict[int, int] | None = None
+        if lines and all(match for _, match in parsed):
+            ids = {}
+            for position, (lineno, match) in enumerate(parsed):
+                class_id = int(match.group(1))
+                if class_id in ids:
+                    raise DatasetFormatError(f"{path}:{lineno}: class id {class_id} appears twice")
+                ids[class_id] = position
+            lines = [(lineno, match.group(2).strip()) for lineno, match in parsed]
+        seen: set[str] = set()
+        for lineno, name in lines:
+            if name in seen:
+                raise DatasetFormatError(f"{path}:{lineno}: class name '{name}' appears twice")
+            seen.add(name)
+        return [name for _, name in lines], ids
+
+    def _read_rows(self, path: Path) -> list[tuple[str, str, int]]:
+        rows = []
+        with path.open(newline="") as handle:
+            for lineno, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip():
+                    continue
+                if len(row) < 2:
+                    raise DatasetFormatError(f"{path}:{lineno}: expected 'relpath,label', got {','.join(row)!r}")
+                if not rows and row[0].strip().lower() in ("relpath", "path", "image", "filename"):
+                    continue
+                rows.append((row[0].strip(), row[1].strip(), lineno))
+        return rows
 
     def _official_splits(self) -> dict[str, list[Sample]]:
-        self.require("train.csv", how="expected DIR/train.csv and DIR/test.csv with relpath,label lines; pass --data-root DIR")
-        self.require("test.csv", how="expected DIR/train.csv and DIR/test.csv with relpath,label lines; pass --data-root DIR")
-        rows: dict[str, list[tuple[str, str, int]]] = {}
-        for split in ("train", "val", "test"):
-            path = self.root / f"{split}.csv"
-            if not path.exists():
-                continue
-            rows[split] = []
-            with path.open(newline="") as handle:
-                for lineno, row in enumerate(csv.reader(handle), start=1):
-                    if not row or not "".join(row).strip():
-                        continue
-                    if len(row) < 2:
-                        raise MissingDataError(f"{path}:{lineno}: expected 'relpath,label', got {','.join(row)!r}")
-                    if lineno == 1 and row[0].strip().lower() in ("relpath", "path", "image", "filename"):
-                        continue
-                    rows[split].append((row[0].strip(), row[1].strip(), lineno))
-        classes = self._read_classes()
+        self.require("train.csv", how=self.HOW)
+        self.require("test.csv", how=self.HOW)
+        rows = {
+            split: self._read_rows(self.root / f"{split}.csv")
+            for split in SPLITS
+            if (self.root / f"{split}.csv").exists()
+        }
         all_labels = [label for split_rows in rows.values() for _, label, _ in split_rows]
-        numeric = all(label.lstrip("-").isdigit() for label in all_labels)
+        numeric = all(_INTEGER.match(label) for label in all_labels)
+        read = self._read_classes()
+        classes, ids = read if read is not None else (None, None)
         if classes is None:
             if numeric:
-                n = max((int(v) for v in all_labels), default=-1) + 1
-                classes = [str(i) for i in range(n)]
+                classes = [str(i) for i in range(max((int(v) for v in all_labels), default=-1) + 1)]
             else:
                 classes = sorted(set(all_labels))
         self.class_names = classes
         index = {c: i for i, c in enumerate(classes)}
         splits = {}
         for split, split_rows in rows.items():
+            csv_path = self.root / f"{split}.csv"
             samples = []
             for relpath, label, lineno in split_rows:
-                if numeric:
+                if numeric and ids is not None:
+                    if int(label) not in ids:
+                        raise DatasetFormatError(
+                            f"{csv_path}:{lineno}: label {label} is not a class id of classes.txt "
+                            f"(ids {min(ids)}..{max(ids)})"
+                        )
+                    label_id = ids[int(label)]
+                elif numeric:
                     label_id = int(label)
                     if not 0 <= label_id < len(classes):
-                        raise MissingDataError(f"{self.root / (split + '.csv')}:{lineno}: label {label_id} outside 0..{len(classes) - 1} (classes.txt has {len(classes)} names)")
+                        raise DatasetFormatError(
+                            f"{csv_path}:{lineno}: label {label_id} outside 0..{len(classes) - 1} "
+                            f"(classes.txt has {len(classes)} names)"
+                        )
                 else:
                     if label not in index:
-                        raise MissingDataError(f"{self.root / (split + '.csv')}:{lineno}: label '{label}' is not in classes.txt")
+                        raise DatasetFormatError(f"{csv_path}:{lineno}: label '{label}' is not in classes.txt")
                     label_id = index[label]
                 samples.append(Sample(relpath, label_id, str(self.root / relpath)))
+            if samples and not Path(samples[0].locator).exists():
+                raise MissingDataError(
+                    f"manifest: {csv_path}:{split_rows[0][2]} names {samples[0].sample_id} but "
+                    f"{samples[0].locator} does not exist (relpaths are relative to {self.root})"
+                )
             splits[split] = samples
         return splits
 
@@ -113,7 +164,9 @@ class DigitsDataset(ImageDataset):
     SEED = 0
 
     def __init__(self, root: str | Path | None = None) -> None:
-        super().__init__(root or "sklearn:digits")
+        """``root`` is ignored: the images ship with scikit-learn (the root reads ``sklearn:digits``
+        so the cache key does not depend on the working directory)."""
+        super().__init__("sklearn:digits")
         self.class_names = [str(d) for d in range(10)]
         self._images: np.ndarray | None = None
 
