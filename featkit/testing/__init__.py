@@ -1,0 +1,1 @@
+"""Shared fixtures for tests and notebooks: tiny datasets in official layouts and tiny models."""
