@@ -104,6 +104,21 @@ class ManifestDataset(ImageDataset):
                 rows.append((row[0].strip(), row[1].strip(), lineno))
         return rows
 
+    def _check_label_kinds(self, rows: dict[str, list[tuple[str, str, int]]]) -> bool:
+        """True when every label is an integer, False when none is; mixed labels are an error
+        naming the first label of the rarer kind (most likely the typo)."""
+        kinds: dict[bool, list[tuple[str, int, str]]] = {True: [], False: []}
+        for split, split_rows in rows.items():
+            for _, label, lineno in split_rows:
+                kinds[bool(_INTEGER.match(label))].append((f"{self.root / (split + '.csv')}", lineno, label))
+        if kinds[True] and kinds[False]:
+            odd, usual = (kinds[False], kinds[True]) if len(kinds[False]) <= len(kinds[True]) else (kinds[True], kinds[False])
+            raise DatasetFormatError(
+                f"{odd[0][0]}:{odd[0][1]}: label '{odd[0][2]}' does not match the other labels (e.g. "
+                f"{usual[0][0]}:{usual[0][1]} '{usual[0][2]}'); labels must be all integers or all class names"
+            )
+        return not kinds[False]
+
     def _official_splits(self) -> dict[str, list[Sample]]:
         self.require("train.csv", how=self.HOW)
         self.require("test.csv", how=self.HOW)
@@ -113,7 +128,7 @@ class ManifestDataset(ImageDataset):
             if (self.root / f"{split}.csv").exists()
         }
         all_labels = [label for split_rows in rows.values() for _, label, _ in split_rows]
-        numeric = all(_INTEGER.match(label) for label in all_labels)
+        numeric = self._check_label_kinds(rows)
         read = self._read_classes()
         classes, ids = read if read is not None else (None, None)
         if classes is None:
