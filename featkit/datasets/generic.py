@@ -153,9 +153,9 @@ class ManifestDataset(ImageDataset):
                 elif numeric:
                     label_id = int(label)
                     if not 0 <= label_id < len(classes):
+                        source = f"classes.txt has {len(classes)} names" if read else "labels are 0-based class indices"
                         raise DatasetFormatError(
-                            f"{csv_path}:{lineno}: label {label_id} outside 0..{len(classes) - 1} "
-                            f"(classes.txt has {len(classes)} names)"
+                            f"{csv_path}:{lineno}: label {label_id} outside 0..{len(classes) - 1} ({source})"
                         )
                 else:
                     if label not in index:

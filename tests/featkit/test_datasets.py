@@ -266,8 +266,8 @@ def test_manifest_named_labels_sort_and_official_val(tmp_path):
 @pytest.mark.parametrize(
     "classes_file,bad_row,match",
     [
-        ("plain", "images/cat/test_000.jpg,3", r"test.csv:3: label 3 outside 0..2"),
-        (None, "images/cat/test_000.jpg,-1", r"test.csv:3: label -1 outside 0..2"),
+        ("plain", "images/cat/test_000.jpg,3", r"test.csv:3: label 3 outside 0..2 \(classes.txt has 3 names"),
+        (None, "images/cat/test_000.jpg,-1", r"test.csv:3: label -1 outside 0..2 \(labels are 0-based"),
         ("ids", "images/cat/test_000.jpg,0", r"test.csv:3: label 0 is not a class id of classes.txt \(ids 1..3\)"),
         ("plain", "images/cat/test_000.jpg,wolf", r"test.csv:3: label 'wolf' does not match the other labels \(e.g. .*train.csv:1 '0'\); labels must be all integers"),
         ("plain", "images/cat/test_000.jpg", r"test.csv:3: expected 'relpath,label'"),
