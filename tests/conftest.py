@@ -1,0 +1,21 @@
+"""Shared pytest fixtures: a per-session cache of the tiny demo features."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """Cache dir holding ``test:tiny-clip`` and ``pixels:8`` features of digits (all splits)."""
+    from featkit.extraction import extract
+
+    root = tmp_path_factory.mktemp("digits_cache")
+    for model in ("test:tiny-clip", "pixels:8"):
+        extract(model, "digits", cache_dir=root, progress=False, num_workers=0)
+    return root
