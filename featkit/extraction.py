@@ -138,9 +138,8 @@ def _forward(extractor, images, kinds: Sequence[str], device: str, precision: st
             raise FeatkitError("CUDA out of memory on a single image; use --device cpu or a smaller model") from None
         torch.cuda.empty_cache()
         half = len(images) // 2
-        first, second = run_halves = (_forward(extractor, images[:half], kinds, device, precision),
-                                      _forward(extractor, images[half:], kinds, device, precision))
-        del run_halves
+        first = _forward(extractor, images[:half], kinds, device, precision)
+        second = _forward(extractor, images[half:], kinds, device, precision)
         return {k: np.concatenate([first[k], second[k]]) for k in first}
 
 
@@ -289,7 +288,6 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
     """Compute and write the shards in ``todo``; returns the unreadable images met."""
     if not todo:
         return []
-    import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -344,7 +342,6 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
                 positions.extend(batch_positions)
             bar.update(len(batch_positions) + len(bad))
         flush()
-    del torch
     return bad_all
 
 
