@@ -1,0 +1,652 @@
+"""Hugging Face transformers VLMs: LLaVA-style models and Qwen2-VL (family ``hf``).
+
+Ids are ``hf:<hub id or local directory>``. Feature kinds (all ``(B, D)``):
+
+``visual``
+    The vision tower's own tokens, mean-pooled. LLaVA: hidden states at the config's
+    ``vision_feature_layer`` (-2 for LLaVA-1.5) with its ``vision_feature_select_strategy``
+    (``"default"`` drops CLS) -- exactly the tokens the projector receives. Qwen2-VL: the last
+    vision block's patch tokens before the PatchMerger.
+``cls``
+    LLaVA towers with a CLS token (CLIP): the CLS token at the same layer.
+``aligned``
+    The multimodal projector's output for the same tokens (LM embedding space), mean-pooled:
+    LLaVA's ``multi_modal_projector``, Qwen2-VL's PatchMerger -- what the model's own
+    ``get_image_features`` returns and the LM receives (FG-BMK Table 4, "aligned").
+``last_token``
+    VLM2Vec: prompt ``"<image-token> <instruction>"`` (no chat template; default instruction
+    ``"Represent the given image."``), the base model's final-layer hidden state (after the final
+    norm) at the last non-padding token found from the attention mask, L2-normalised. The LM head
+    is never called, so no full-vocabulary logits are computed.
+
+Images: LLaVA's transform is its image processor applied to one image. Qwen2-VL's processor keeps
+the aspect ratio and gives every image its own patch count, which cannot be stacked into a batch;
+featkit therefore resizes the shortest edge to a fixed ``image_size`` (option, default 448, a
+multiple of 28) and centre-crops a square first, so every image has the same grid (448 -> 32x32
+patches -> 256 LM tokens) and the processor's own output is a fixed ``(patches, C*T*P*P)`` tensor.
+
+Weights load offline only: ``--weights DIR`` (a ``save_pretrained`` directory), a local directory
+as the id, or the Hugging Face cache for hub ids; nothing is downloaded and a checkpoint with
+missing parameters is refused (never random init). ``--adapter DIR`` applies a peft adapter
+(merged into the weights); a directory holding only an adapter loads its base model the same way.
+Needs transformers >= 5 (4.x exposes the image features differently).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from extractors import add_alias, register
+from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.tiny import register_tiny
+from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+DEFAULT_INSTRUCTION = "Represent the given image."
+DEFAULT_QWEN_IMAGE_SIZE = 448
+MIN_TRANSFORMERS = (5, 0)
+KINDS = ("visual", "cls", "aligned", "last_token")
+#: config.architectures[0] -> internal architecture name
+ARCHITECTURES = {
+    "LlavaForConditionalGeneration": "llava",
+    "Qwen2VLForConditionalGeneration": "qwen2_vl",
+}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _known(alias: str, hub_id: str, dims: dict[str, int], description: str) -> ExtractorSpec:
+    add_alias(alias, f"hf:{hub_id}")
+    return ExtractorSpec(
+        name=f"hf:{hub_id}",
+        family="hf",
+        kinds=dims,
+        weights=hub_id,
+        description=description,
+        notes="weights from the local Hugging Face cache or --weights DIR (never downloaded)",
+        default_kinds=("visual", "aligned"),
+    )
+
+
+KNOWN_SPECS = [
+    _known("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf",
+           {"visual": 1024, "cls": 1024, "aligned": 4096, "last_token": 4096},
+           "LLaVA-1.5 7B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-7B"),
+    _known("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf",
+           {"visual": 1024, "cls": 1024, "aligned": 5120, "last_token": 5120},
+           "LLaVA-1.5 13B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-13B"),
+    _known("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct",
+           {"visual": 1280, "aligned": 1536, "last_token": 1536},
+           "Qwen2-VL 2B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-1.5B (fixed square input)"),
+    _known("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct",
+           {"visual": 1280, "aligned": 3584, "last_token": 3584},
+           "Qwen2-VL 7B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-7B (fixed square input)"),
+]
+
+
+@register
+class HFFamily(Family):
+    """``hf:<hub id or local dir>``: any LLaVA or Qwen2-VL checkpoint loadable by transformers."""
+
+    name = "hf"
+
+    def specs(self) -> list[ExtractorSpec]:
+        return list(KNOWN_SPECS)
+
+    def resolve(self, name: str) -> ExtractorSpec:
+        for spec in KNOWN_SPECS:
+            if spec.name == f"hf:{name}":
+                return spec
+        if not name:
+            raise UnknownNameError("empty hf model id; use hf:<hub id or local directory>")
+        return ExtractorSpec(
+            name=f"hf:{name}",
+            family="hf",
+            kinds=dict.fromkeys(KINDS),
+            weights=name,
+            description="Hugging Face VLM (LLaVA or Qwen2-VL); dims known after loading",
+            default_kinds=("visual", "aligned"),
+        )
+
+    def load(self, spec, *, weights=None, device="cpu", precision="fp32",
+             options: Mapping[str, Any] | None = None) -> HFVLMExtractor:
+        options = dict(options or {})
+        source = spec.name.partition(":")[2]
+        path, identity, adapter = resolve_weights(source, weights, options.get("adapter"))
+        return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
+                           precision=precision, options=options)
+
+    def weights_available(self, spec) -> bool:
+        source = spec.name.partition(":")[2]
+        try:
+            resolve_weights(source, None, None, hash_weights=False)
+        except FeatkitError:
+            return False
+        return True
+
+
+# -- locating weights ---------------------------------------------------------------------------
+
+
+def resolve_weights(
+    source: str,
+    weights: str | None,
+    adapter: str | None,
+    *,
+    hash_weights: bool = True,
+) -> tuple[Path, str, str | None]:
+    """(model directory, weights identity, adapter directory) for ``hf:<source>``, offline.
+
+    ``weights`` (a directory) wins over ``source``; a local directory is hashed (sha256 of all
+    files); a hub id is looked up in the Hugging Face cache and identified by its commit. A
+    directory with an ``adapter_config.json`` but no ``config.json`` is an adapter: its base model
+    (``base_model_name_or_path``) is resolved the same way and the adapter returned.
+    """
+    from extractors.weights import weights_identity
+
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_dir():
+            raise MissingWeightsError(
+                f"--weights {weights}: not a directory; hf models load from a save_pretrained "
+                f"directory (config.json, *.safetensors, processor files)"
+            )
+        identity = weights_identity(path) if hash_weights else "unhashed"
+    elif Path(source).expanduser().is_dir():
+        path = Path(source).expanduser()
+        identity = weights_identity(path) if hash_weights else "unhashed"
+    else:
+        path, identity = _from_hf_cache(source)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        if adapter:
+            raise FeatkitError(
+                f"{path} is itself a peft adapter and --adapter {adapter} was given too; pass the "
+                f"base model as --model/--weights and one adapter"
+            )
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise MissingWeightsError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        base_path, base_identity, _ = resolve_weights(base, None, None, hash_weights=hash_weights)
+        return base_path, base_identity, str(path)
+    if not (path / "config.json").is_file():
+        raise MissingWeightsError(f"{path} has no config.json; pass a save_pretrained directory")
+    return path, identity, adapter
+
+
+def _from_hf_cache(repo_id: str) -> tuple[Path, str]:
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot = Path(snapshot_download(repo_id=repo_id, local_files_only=True))
+    except Exception:  # not cached, partially cached, or not a valid repo id
+        raise MissingWeightsError(
+            f"weights of hf:{repo_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"featkit never downloads: fetch them where there is internet (`hf download {repo_id}`) "
+            f"or pass --weights DIR"
+        ) from None
+    return snapshot, f"hf:{repo_id}@{snapshot.name}"
+
+
+def _check_transformers() -> None:
+    import importlib.metadata as md
+
+    version = md.version("transformers")
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_TRANSFORMERS:
+        raise FeatkitError(
+            f"the hf family needs transformers>=5.0 (installed {version}, whose VLMs expose image "
+            f"features differently); run: pip install -U 'transformers>=5'"
+        )
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_hf_vlm(
+    spec: ExtractorSpec,
+    path: str | Path,
+    *,
+    weights_identity: str,
+    adapter: str | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    options: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+) -> HFVLMExtractor:
+    """Load a LLaVA / Qwen2-VL ``save_pretrained`` directory (and optional peft adapter).
+
+    GPU: weights in bf16/fp16 placed directly on ``device`` (``device_map``; transformers 5
+    always loads shard by shard, which is what ``low_cpu_mem_usage`` used to ask for). CPU: fp32.
+    """
+    _check_transformers()
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    path = Path(path)
+    options = dict(options or {})
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    if architecture not in ARCHITECTURES:
+        raise UnknownNameError(
+            f"{spec.name} is a {architecture}; the hf family supports "
+            f"{', '.join(ARCHITECTURES)}"
+        )
+    on_gpu = str(device).startswith("cuda")
+    dtype = torch.float32
+    if on_gpu and precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "output_loading_info": True}
+    if on_gpu:
+        kwargs["device_map"] = {"": device}
+    progress_was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        model_class = getattr(transformers, architecture)
+        try:
+            model, info = model_class.from_pretrained(path, **kwargs)
+            processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
+        except OSError as err:
+            raise MissingWeightsError(f"cannot load {spec.name} from {path}: {_first_line(err)}") from None
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise MissingWeightsError(
+                f"{path}: {len(missing)} parameter(s) missing from the checkpoint (e.g. {missing[0]}); "
+                f"featkit never runs randomly initialised weights -- check the download is complete"
+            )
+        adapter_identity = None
+        if adapter:
+            model, adapter_identity = _merge_adapter(model, adapter)
+    finally:
+        if quiet and progress_was_on:
+            hf_logging.enable_progress_bar()
+    if not on_gpu:
+        model = model.to(device)
+    model.eval().requires_grad_(False)
+    return HFVLMExtractor(
+        spec,
+        model,
+        processor,
+        architecture=ARCHITECTURES[architecture],
+        weights_identity=weights_identity,
+        adapter_identity=adapter_identity,
+        device=device,
+        precision=precision,
+        instruction=options.get("instruction") or DEFAULT_INSTRUCTION,
+        image_size=options.get("image_size"),
+    )
+
+
+def _merge_adapter(model, adapter: str):
+    """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime)."""
+    from extractors.weights import weights_identity
+
+    adapter_path = Path(adapter).expanduser()
+    if not (adapter_path / "adapter_config.json").is_file():
+        raise MissingWeightsError(f"--adapter {adapter}: no adapter_config.json there (a peft adapter directory)")
+    from peft import PeftModel
+
+    identity = weights_identity(adapter_path)
+    peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    return peft_model.merge_and_unload(), identity
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+# -- the adapter --------------------------------------------------------------------------------
+
+
+class ImageTransform:
+    """PIL image -> the image processor's pixel tensor for that one image (picklable).
+
+    With ``fixed_size`` the image is first resized (shortest edge) and centre-cropped to a square,
+    so processors with dynamic resolution (Qwen2-VL) emit the same number of patches per image.
+    """
+
+    def __init__(self, image_processor: Any, fixed_size: int | None = None, batch_dim: bool = True) -> None:
+        self.image_processor = image_processor
+        self.fixed_size = fixed_size
+        self.batch_dim = batch_dim
+
+    def __call__(self, image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if self.fixed_size:
+            image = square_crop(image, self.fixed_size)
+        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels[0] if self.batch_dim else pixels
+
+
+def square_crop(image, size: int):
+    """Resize the shortest edge to ``size`` (bicubic), then centre-crop ``size`` x ``size``."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last non-padding token (works for left and right padding)."""
+    import torch
+
+    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counting real tokens only, so a left-padded row sees the positions 0..n-1."""
+    positions = attention_mask.long().cumsum(dim=1) - 1
+    return positions.clamp(min=0)
+
+
+class HFVLMExtractor(Extractor):
+    """A loaded LLaVA / Qwen2-VL: ``visual``, ``cls`` (CLS towers), ``aligned``, ``last_token``.
+
+    :meth:`last_token` embeds any processor output (images and/or text, any padding side) and
+    :meth:`embed_texts` embeds texts with the same pooling, for zero-shot and adaptation.
+    """
+
+    def __init__(
+        self,
+        spec: ExtractorSpec,
+        model: Any,
+        processor: Any,
+        *,
+        architecture: str,
+        weights_identity: str,
+        adapter_identity: str | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        instruction: str = DEFAULT_INSTRUCTION,
+        image_size: int | None = None,
+    ) -> None:
+        import inspect
+
+        import torch
+
+        self.spec = spec
+        self.model = model
+        self.base = model.model  # the multimodal model without the LM head
+        self.processor = processor
+        self.architecture = architecture
+        self.weights_identity = weights_identity
+        self.adapter_identity = adapter_identity
+        self.device = str(device)
+        self.precision = precision
+        self.dtype = next(model.parameters()).dtype
+        self.instruction = instruction
+        self.image_token = processor.image_token
+        self.prompt = f"{self.image_token} {instruction}"
+        self._precomputed_images = "mm_encoder_outputs" in inspect.signature(self.base.forward).parameters
+        config = model.config
+        text_hidden = config.text_config.hidden_size
+        image_processor = processor.image_processor
+        if architecture == "llava":
+            layer = config.vision_feature_layer
+            self.feature_layer = layer
+            self.select_strategy = config.vision_feature_select_strategy
+            n_layers = 1 if isinstance(layer, int) else len(layer)
+            width = config.vision_config.hidden_size * n_layers
+            self.kinds = {"visual": width, "aligned": text_hidden, "last_token": text_hidden}
+            if any(hasattr(m, "class_embedding") for m in self.base.vision_tower.modules()):
+                self.kinds["cls"] = width
+            self.transform = ImageTransform(image_processor)
+            self._grid = None
+        else:
+            self.feature_layer = "last"
+            self.select_strategy = "full"
+            self.kinds = {"visual": config.vision_config.embed_dim, "aligned": text_hidden,
+                          "last_token": text_hidden}
+            size = int(image_size or DEFAULT_QWEN_IMAGE_SIZE)
+            self.transform = ImageTransform(image_processor, fixed_size=size, batch_dim=False)
+            self._grid = self._fixed_grid(size)
+        self.image_size = image_size if architecture == "llava" else size
+        self.preprocessing = {
+            **json.loads(image_processor.to_json_string()),
+            "featkit_square_crop": self.image_size if architecture != "llava" else None,
+        }
+        prompt_inputs = self._prompt_inputs()
+        self._prompt_ids = prompt_inputs["input_ids"][:1].to(self.device)
+        self._prompt_types = (prompt_inputs["mm_token_type_ids"][:1].to(self.device)
+                              if "mm_token_type_ids" in prompt_inputs else None)
+        del torch
+
+    # -- set-up helpers --
+
+    def _dummy_image(self):
+        from PIL import Image
+
+        size = self.image_size or 2 * max(getattr(self.model.config.vision_config, "image_size", 224), 1)
+        return Image.new("RGB", (size, size), (127, 127, 127))
+
+    def _fixed_grid(self, size: int):
+        import torch
+        from PIL import Image
+
+        image_processor = self.processor.image_processor
+        factor = image_processor.patch_size * image_processor.merge_size
+        if size % factor:
+            raise FeatkitError(f"image_size {size} must be a multiple of {factor} for {self.spec.name}")
+        out = image_processor(images=Image.new("RGB", (size, size)), return_tensors="pt")
+        expected = [1, size // image_processor.patch_size, size // image_processor.patch_size]
+        grid = out["image_grid_thw"]
+        if grid[0].tolist() != expected:
+            raise FeatkitError(
+                f"image_size {size} is outside {self.spec.name}'s processor pixel limits (it resizes to "
+                f"grid {grid[0].tolist()}); choose a size within size.shortest_edge..longest_edge pixels"
+            )
+        return torch.as_tensor(expected, device=self.device).view(1, 3)
+
+    def _prompt_inputs(self):
+        """The tokenised image prompt, the same for every image (fixed image size)."""
+        image = self._dummy_image()
+        if self._grid is not None:
+            image = square_crop(image, self.image_size)
+        return self.processor(text=[self.prompt], images=[image], return_tensors="pt")
+
+    def key_settings(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "prompt": self.prompt,
+            "adapter": self.adapter_identity,
+            "vision_feature_layer": self.feature_layer,
+            "vision_feature_select_strategy": self.select_strategy,
+            "pooling": "mean tokens; last_token: last non-padding token, L2-normalised",
+        }
+
+    # -- features --
+
+    def image_features(self, pixel_values: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any]:
+        """Pooled ``visual``/``cls``/``aligned`` of a stacked batch, and the model's own image
+        output (reusable by the LM pass)."""
+        import torch
+
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        if self.architecture == "llava":
+            output = self.base.get_image_features(pixel_values=pixel_values, return_dict=True)
+            layers = [self.feature_layer] if isinstance(self.feature_layer, int) else self.feature_layer
+            hidden = torch.cat([output.hidden_states[layer] for layer in layers], dim=-1)
+            tokens = hidden[:, 1:] if self.select_strategy == "default" else hidden
+            pooled = {"visual": tokens.mean(dim=1), "aligned": torch.stack(list(output.pooler_output)).mean(dim=1)}
+            if "cls" in self.kinds:
+                pooled["cls"] = hidden[:, 0]
+        else:
+            batch, patches, width = pixel_values.shape
+            output = self.base.get_image_features(
+                pixel_values=pixel_values.reshape(batch * patches, width),
+                image_grid_thw=self._grid.expand(batch, 3),
+                return_dict=True,
+            )
+            tokens = output.last_hidden_state.reshape(batch, patches, -1)
+            pooled = {"visual": tokens.mean(dim=1), "aligned": torch.stack(list(output.pooler_output)).mean(dim=1)}
+        return pooled, output
+
+    def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+        import torch
+
+        unknown = [k for k in kinds if k not in self.kinds]
+        if unknown:
+            raise UnknownNameError(
+                f"{self.spec.name} has no feature kind {', '.join(unknown)} (kinds: {', '.join(self.kinds)})"
+            )
+        with torch.inference_mode():
+            pooled, image_output = self.image_features(images)
+            out = {k: pooled[k] for k in kinds if k in pooled}
+            if "last_token" in kinds:
+                batch = images.shape[0]
+                inputs = {
+                    "input_ids": self._prompt_ids.expand(batch, -1),
+                    "attention_mask": torch.ones_like(self._prompt_ids).expand(batch, -1),
+                    "pixel_values": images,
+                }
+                if self._grid is not None:
+                    inputs["pixel_values"] = images.reshape(-1, images.shape[-1])
+                    inputs["image_grid_thw"] = self._grid.expand(batch, 3)
+                    inputs["mm_token_type_ids"] = self._prompt_types.expand(batch, -1)
+                out["last_token"] = self.last_token(inputs, image_output=image_output)
+        return out
+
+    def last_token(
+        self, inputs: Mapping[str, Any], *, image_output: Any = None, grad: bool = False
+    ) -> torch.Tensor:
+        """L2-normalised final hidden state at each row's last real token of processor ``inputs``.
+
+        Calls the base model (no LM head, no KV cache). Positions come from the attention mask, so
+        left- and right-padded batches give the same vectors. ``image_output`` (from
+        :meth:`image_features` on the same pixels) skips re-running the vision tower. ``grad=True``
+        keeps the autograd graph (for training adapters on these embeddings).
+        """
+        import contextlib
+
+        import torch
+
+        kwargs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        mask = kwargs["attention_mask"]
+        if "pixel_values" in kwargs:
+            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.dtype)
+        if self.architecture == "llava" or "pixel_values" not in kwargs:
+            kwargs["position_ids"] = positions_from_mask(mask)
+        # with images, Qwen2-VL builds its M-RoPE positions from the mask and mm_token_type_ids
+        if image_output is not None and self._precomputed_images and "pixel_values" in kwargs:
+            del kwargs["pixel_values"]
+            kwargs["mm_encoder_outputs"] = {"image": image_output}
+        with contextlib.nullcontext() if grad else torch.inference_mode():
+            hidden = self.base(**kwargs, use_cache=False, return_dict=True).last_hidden_state
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            last = hidden[rows, last_token_index(mask).to(hidden.device)].float()
+        return torch.nn.functional.normalize(last, dim=-1)
+
+    def embed_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """``(len(texts), D)`` float32 last-token embeddings of ``"<instruction> <text>"`` (or the
+        bare text), batched by length to limit padding."""
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        prompts = [f"{instruction} {text}" if instruction else str(text) for text in texts]
+        out = np.zeros((len(prompts), self.kinds["last_token"]), np.float32)
+        if not prompts:
+            return out
+        tokenizer = self.processor.tokenizer
+        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        with tqdm(total=len(prompts), desc="texts", unit="text", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                encoded = tokenizer([prompts[i] for i in chunk], padding=True, return_tensors="pt")
+                vectors = self.last_token(
+                    {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+                )
+                out[chunk] = vectors.cpu().numpy()
+                bar.update(len(chunk))
+        return out
+
+
+# -- tiny test models -----------------------------------------------------------------------------
+
+_TINY_DIRS: dict[str, Path] = {}
+_TINY_ROOT: list[Path] = []
+
+TINY_LLAVA = ExtractorSpec(
+    name="test:tiny-llava",
+    family="test",
+    kinds={"visual": 32, "cls": 32, "aligned": 48, "last_token": 48},
+    preprocessing=Preprocessing(size=16, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
+    weights="random",
+    description="tiny LLaVA (CLIP tower 16 px, layer -2, CLS dropped; MLP projector; 2-layer Llama), "
+                "seeded random init, for tests and the demo",
+    notes="random weights by design",
+    default_kinds=("visual", "aligned", "last_token"),
+)
+
+TINY_QWEN2VL = ExtractorSpec(
+    name="test:tiny-qwen2vl",
+    family="test",
+    kinds={"visual": 32, "aligned": 48, "last_token": 48},
+    preprocessing=Preprocessing(size=32, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
+    weights="random",
+    description="tiny Qwen2-VL (2-block ViT, 32 px square -> 8x8 patches -> 16 merged tokens; "
+                "2-layer M-RoPE LM), seeded random init, for tests and the demo",
+    notes="random weights by design",
+    default_kinds=("visual", "aligned", "last_token"),
+)
+
+_TINY_BUILDERS = {"test:tiny-llava": "build_tiny_llava", "test:tiny-qwen2vl": "build_tiny_qwen2vl"}
+_TINY_IMAGE_SIZE = {"test:tiny-qwen2vl": 32}
+
+
+def tiny_model_dir(model: str = "test:tiny-llava") -> Path:
+    """The ``save_pretrained`` directory of a tiny VLM, built once per process (seed 0).
+
+    Use it as a base for adapters or as ``--weights``; treat it as read-only.
+    """
+    if model not in _TINY_BUILDERS:
+        raise UnknownNameError(f"no tiny VLM {model!r} (have: {', '.join(_TINY_BUILDERS)})")
+    if model not in _TINY_DIRS:
+        from extractors import hf_tiny
+
+        if not _TINY_ROOT:
+            _TINY_ROOT.append(Path(tempfile.mkdtemp(prefix="featkit-tiny-vlm-")))
+            atexit.register(shutil.rmtree, _TINY_ROOT[0], True)
+        builder = getattr(hf_tiny, _TINY_BUILDERS[model])
+        _TINY_DIRS[model] = builder(_TINY_ROOT[0] / model.partition(":")[2])
+    return _TINY_DIRS[model]
+
+
+def _load_tiny(spec, *, weights=None, device="cpu", precision="fp32", options=None):
+    options = dict(options or {})
+    if spec.name in _TINY_IMAGE_SIZE:
+        options.setdefault("image_size", _TINY_IMAGE_SIZE[spec.name])
+    adapter = options.get("adapter")
+    if weights:
+        path, identity, adapter = resolve_weights(spec.name, weights, adapter)
+    else:
+        path, identity = tiny_model_dir(spec.name), "random:seed0"
+    return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
+                       precision=precision, options=options, quiet=True)
+
+
+register_tiny(TINY_LLAVA)(_load_tiny)
+register_tiny(TINY_QWEN2VL)(_load_tiny)
