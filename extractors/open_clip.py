@@ -1,71 +1,636 @@
-"""open_clip models: ``visual`` (pooled tower feature before the image-text projection) and
-``aligned`` (the projected image embedding, what ``encode_image`` returns).
+"""open_clip models, ``open_clip:NAME:TAG`` for any pair ``open_clip.list_pretrained()`` knows.
 
-Native ``VisionTransformer`` towers expose no pre-projection call, so the adapter detaches the
-projection matrix and applies it itself: ``aligned == visual @ proj`` by construction.
+Feature kinds:
+
+- ``visual``: the visual tower's pooled feature before the image-text projection;
+- ``aligned``: the projected image embedding (what ``encode_image(normalize=False)`` returns);
+- ``patch_mean``: the mean of the final (normed) patch tokens, the DINOv2 "avgpool" input.
+
+The tower is split at its projection, so one forward gives all three and ``aligned`` is the
+projection applied to ``visual`` by construction. Tower layouts (see :func:`tower_layout`): native
+``VisionTransformer`` (pooled token ``@ proj``), timm trunks whose classifier is the projection
+(EVA02, PE), timm trunks followed by an open_clip head (ViTamin, ConvNeXt), and timm trunks without
+projection (SigLIP: ``aligned`` *is* ``visual``). Towers whose projection is fused into the
+pooling (ResNet attention pools) offer ``aligned`` only.
+
+Only the visual tower is built. Preprocessing is the tag's own even when the weights come from a
+local file (open_clip itself falls back to OpenAI defaults then).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from extractors.base import Extractor, ExtractorSpec, Preprocessing
+from extractors import add_alias, register
+from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
 from extractors.tiny import register_tiny
+
+__all__ = [
+    "NO_PROJECTION_NOTE",
+    "OpenClipExtractor",
+    "OpenClipFamily",
+    "SEED_MODELS",
+    "TINY_CONFIGS",
+    "VisualTower",
+    "build_visual",
+    "load_visual_weights",
+    "preprocess_cfg",
+    "tower_layout",
+]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+FAMILY = "open_clip"
+
+#: The seeds' open_clip models: alias -> (model name, pretrained tag).
+SEED_MODELS: dict[str, tuple[str, str]] = {
+    "eva02-clip-l": ("EVA02-L-14", "merged2b_s4b_b131k"),
+    "eva02-clip-l-336": ("EVA02-L-14-336", "merged2b_s6b_b61k"),
+    "clip-l": ("ViT-L-14-quickgelu", "openai"),
+    "coca-l": ("coca_ViT-L-14", "laion2b_s13b_b90k"),
+    "dfn-h": ("ViT-H-14-quickgelu", "dfn5b"),
+    "siglip-so400m": ("ViT-SO400M-14-SigLIP", "webli"),
+}
+for _alias, (_name, _tag) in SEED_MODELS.items():
+    add_alias(_alias, f"{FAMILY}:{_name}:{_tag}")
+
+NO_PROJECTION_NOTE = "aligned is identical to visual: the tower has no separate projection"
+#: Checkpoint names looked for in a ``--weights`` directory, best first (open_clip's own order).
+CHECKPOINT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+)
+
+# -- tower layouts --------------------------------------------------------------------------------
+
+NATIVE = "native"  # open_clip VisionTransformer: pooled token after ln_post, then @ proj
+TIMM_CLASSIFIER = "timm-classifier"  # timm trunk whose classifier is the projection (EVA02, PE)
+TIMM_HEAD = "timm-head"  # timm trunk, then open_clip's linear/MLP head (ViTamin, ConvNeXt)
+TIMM_NO_PROJ = "timm-no-projection"  # timm trunk, no projection at all (SigLIP)
+ALIGNED_ONLY = "aligned-only"  # projection fused into pooling (ModifiedResNet, attention-pool heads)
+
+
+def tower_layout(visual: Any) -> str:
+    """Which of the layouts above an open_clip visual tower has (works on meta-device towers)."""
+    import torch
+
+    if hasattr(visual, "trunk") and hasattr(visual, "head"):
+        head_parts = dict(visual.head.named_children())
+        if "pool" in head_parts:
+            return ALIGNED_ONLY
+        if "proj" in head_parts or "mlp" in head_parts:
+            return TIMM_HEAD
+        if isinstance(visual.trunk.get_classifier(), torch.nn.Identity):
+            return TIMM_NO_PROJ
+        return TIMM_CLASSIFIER
+    if hasattr(visual, "transformer") and isinstance(getattr(visual, "proj", None), torch.nn.Parameter):
+        return NATIVE
+    return ALIGNED_ONLY
+
+
+class VisualTower:
+    """An open_clip visual tower split at its projection: one forward, every feature kind.
+
+    Takes ownership of ``visual``: a native tower's ``proj`` is detached (kept here) and its
+    ``output_tokens`` switched on, so the tower itself returns the pre-projection pooled feature.
+    """
+
+    def __init__(self, visual: Any) -> None:
+        self.visual = visual
+        self.layout = tower_layout(visual)
+        self.projection = None
+        if self.layout == NATIVE:
+            self.projection = visual.proj
+            visual.proj = None
+            visual.output_tokens = True
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Feature kinds this tower can give (``patch_mean`` only where patch tokens are normed)."""
+        if self.layout == ALIGNED_ONLY:
+            return ("aligned",)
+        kinds = ("visual", "aligned")
+        if self.layout == NATIVE:
+            v = self.visual
+            if v.attn_pool is None and not v.final_ln_after_pool and v.pool_type in ("tok", "avg"):
+                kinds += ("patch_mean",)
+        elif hasattr(self.visual.trunk, "num_prefix_tokens"):
+            kinds += ("patch_mean",)
+        return kinds
+
+    def __call__(self, images, kinds: Sequence[str]) -> dict[str, Any]:
+        if self.layout == ALIGNED_ONLY:
+            out = self.visual(images)
+            return {"aligned": out[0] if isinstance(out, tuple) else out}
+        if self.layout == NATIVE:
+            pooled, tokens = self.visual(images)
+            out = {"visual": pooled}
+            if "aligned" in kinds:
+                out["aligned"] = pooled @ self.projection
+            if "patch_mean" in kinds:
+                out["patch_mean"] = tokens.mean(dim=1)
+            return out
+        trunk = self.visual.trunk
+        tokens = trunk.forward_features(images)
+        pooled = trunk.forward_head(tokens, pre_logits=True)
+        out = {"visual": pooled}
+        if "aligned" in kinds:
+            if self.layout == TIMM_HEAD:
+                out["aligned"] = self.visual.head(pooled)
+            elif self.layout == TIMM_CLASSIFIER:
+                out["aligned"] = trunk.get_classifier()(pooled)
+            else:
+                out["aligned"] = pooled
+        if "patch_mean" in kinds:
+            if tokens.ndim != 3:
+                raise ValueError(f"{type(trunk).__name__} returns {tokens.ndim}-D features, not tokens")
+            out["patch_mean"] = tokens[:, trunk.num_prefix_tokens :].mean(dim=1)
+        return out
+
+
+# -- configs, preprocessing and weights -----------------------------------------------------------
+
+
+def _clean_tag(tag: str) -> str:
+    return tag.lower().replace("-", "_")
+
+
+def _square(size: Any) -> int | list[int]:
+    if isinstance(size, (list, tuple)):
+        return int(size[0]) if size[0] == size[1] else [int(s) for s in size]
+    return int(size)
+
+
+def preprocess_cfg(model_cfg: Mapping[str, Any], overlay: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """open_clip's preprocessing for a model config and a tag (or ``preprocess_cfg``) overlay.
+
+    The same merge ``create_model`` does for a tag (defaults, then the tag's keys, size from the
+    tower), as a JSON-ready dict for the cache key and provenance.
+    """
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = merge_preprocess_dict(asdict(PreprocessCfg()), dict(overlay or {}))
+    cfg["size"] = _square(model_cfg["vision_cfg"].get("image_size", 224))
+    return {
+        "transform": "open_clip.image_transform",
+        "size": cfg["size"],
+        "mean": [float(m) for m in cfg["mean"]],
+        "std": [float(s) for s in cfg["std"]],
+        "interpolation": cfg["interpolation"],
+        "resize_mode": cfg["resize_mode"],
+        "fill_color": cfg["fill_color"],
+    }
+
+
+def _transform(pre: Mapping[str, Any]):
+    import open_clip
+
+    size = pre["size"]
+    return open_clip.image_transform(
+        tuple(size) if isinstance(size, list) else size,
+        is_train=False,
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+        resize_mode=pre.get("resize_mode"),
+        interpolation=pre.get("interpolation"),
+        fill_color=pre.get("fill_color", 0),
+    )
+
+
+def _preprocessing_summary(pre: Mapping[str, Any]) -> Preprocessing:
+    size = pre["size"]
+    return Preprocessing(
+        size=size if isinstance(size, int) else max(size),
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+        resize_mode=pre["resize_mode"],
+        interpolation=pre["interpolation"],
+    )
+
+
+def build_visual(model_cfg: Mapping[str, Any], *, quick_gelu: bool | None = None):
+    """Build only the visual tower of an open_clip model config (random init, fp32, CPU)."""
+    from open_clip.model import _build_vision_tower
+
+    vision_cfg = dict(model_cfg["vision_cfg"])
+    vision_cfg["timm_model_pretrained"] = False  # never fetch ImageNet weights behind the user's back
+    if quick_gelu is None:
+        quick_gelu = bool(model_cfg.get("quick_gelu", False))
+    return _build_vision_tower(model_cfg["embed_dim"], vision_cfg, quick_gelu, None)
+
+
+def _read_visual_state(path: Path) -> dict[str, Any]:
+    """The visual tower's tensors from a full open_clip checkpoint or a tower-only state dict."""
+    from featkit.errors import FeatkitError
+
+    if path.suffix in (".npz", ".npy"):
+        raise FeatkitError(
+            f"{path}: big_vision .npz weights are not supported; pass the open_clip checkpoint "
+            f"(open_clip_model.safetensors from the model's hub repo) to --weights"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            wanted = [k for k in keys if k.startswith("visual.")] or keys
+            state = {k: handle.get_tensor(k) for k in wanted}
+    else:
+        from open_clip.factory import load_state_dict
+
+        state = load_state_dict(str(path))
+    if any(k.startswith("visual.") for k in state):
+        state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    return state
+
+
+def load_visual_weights(visual: Any, path: str | Path) -> None:
+    """Load a checkpoint into a visual tower; every tower parameter must be present and match."""
+    from featkit.errors import FeatkitError
+
+    path = Path(path)
+    state = _read_visual_state(path)
+    try:
+        result = visual.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = " ".join(str(err).split())[:300]
+        raise FeatkitError(f"{path} does not fit this model's visual tower: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:5])
+        unexpected = ", ".join(result.unexpected_keys[:5])
+        raise FeatkitError(
+            f"{path} does not fit this model's visual tower ({len(result.missing_keys)} missing keys: "
+            f"{missing or '-'}; {len(result.unexpected_keys)} unexpected: {unexpected or '-'}); "
+            f"check that --weights belongs to the model named"
+        )
+
+
+def _tag_source(name: str, tag: str):
+    """Where open_clip would download ``name``/``tag`` from (hub preferred, like open_clip)."""
+    import os
+
+    import open_clip
+
+    from extractors.pretrained import HubFile, UrlFile, WeightsSource
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    candidates: list[HubFile | UrlFile] = []
+    if cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(cfg["hf_hub"])  # 'org/repo/' or 'org/repo/file'
+        filename = filename or "open_clip_pytorch_model.bin"
+        names = []
+        if filename == "open_clip_pytorch_model.bin":
+            names.append("open_clip_model.safetensors")
+        elif filename.endswith((".bin", ".pth")):
+            names.append(filename[:-4] + ".safetensors")
+        candidates.append(HubFile(repo_id, (*names, filename)))
+    if cfg.get("url"):
+        candidates.append(UrlFile(cfg["url"], "~/.cache/clip"))
+    how_to = (
+        f"pass --weights PATH (the checkpoint file, or a folder holding {CHECKPOINT_NAMES[0]} or "
+        f"{CHECKPOINT_NAMES[2]}), or fill the cache online once with "
+        f"python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\""
+    )
+    return WeightsSource(f"{FAMILY}:{name}:{tag}", tuple(candidates), how_to)
+
+
+def _user_weights(path: str | Path, model_cfg: Mapping[str, Any]) -> tuple[Path, str, dict[str, Any] | None]:
+    """(checkpoint file, identity, the folder's preprocess_cfg) for a ``--weights`` file or folder."""
+    from extractors.pretrained import find_checkpoint
+    from extractors.weights import weights_identity
+    from featkit.errors import FeatkitError
+
+    path = Path(path).expanduser()
+    identity = weights_identity(path)  # also raises the one-line error when the path is missing
+    if path.is_file():
+        return path, identity, None
+    folder_pre = None
+    config_file = path / "open_clip_config.json"
+    if config_file.is_file():
+        folder = json.loads(config_file.read_text())
+        folder_model = folder.get("model_cfg", folder)
+        if folder_model.get("embed_dim") is not None and (
+            _vision_key(folder_model) != _vision_key(model_cfg)
+        ):
+            raise FeatkitError(
+                f"{config_file} describes a different visual tower than the model named; "
+                f"use the model id that matches it"
+            )
+        folder_pre = folder.get("preprocess_cfg")
+    return find_checkpoint(path, CHECKPOINT_NAMES), identity, folder_pre
+
+
+def _vision_key(model_cfg: Mapping[str, Any]) -> tuple:
+    from dataclasses import asdict
+
+    from open_clip.model import CLIPVisionCfg
+
+    vision = asdict(CLIPVisionCfg(**model_cfg.get("vision_cfg", {})))
+    vision.pop("timm_model_pretrained", None)
+    return (model_cfg.get("embed_dim"), json.dumps(vision, sort_keys=True, default=str))
+
+
+# -- the extractor --------------------------------------------------------------------------------
 
 
 class OpenClipExtractor(Extractor):
-    """Wraps an open_clip model (eval mode, on ``device``) with its validation transform."""
+    """A loaded open_clip visual tower (eval mode, on ``device``) with the tag's transform."""
 
     def __init__(
         self,
         spec: ExtractorSpec,
-        model: Any,
+        visual: Any,
         *,
-        preprocess_cfg: dict[str, Any],
+        preprocessing: Mapping[str, Any],
         weights_identity: str,
         device: str = "cpu",
         precision: str = "fp32",
+        transform=None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
-        import open_clip
-        import torch
-
         self.spec = spec
         self.device = device
         self.precision = precision
         self.weights_identity = weights_identity
-        self.preprocessing = dict(preprocess_cfg)
-        self.transform = open_clip.image_transform(
-            preprocess_cfg["size"],
-            is_train=False,
-            mean=tuple(preprocess_cfg["mean"]),
-            std=tuple(preprocess_cfg["std"]),
-            resize_mode=preprocess_cfg.get("resize_mode"),
-            interpolation=preprocess_cfg.get("interpolation"),
-        )
-        self.model = model.to(device).eval()
-        visual = self.model.visual
-        self._proj = getattr(visual, "proj", None)
-        if isinstance(self._proj, torch.nn.Parameter):
-            visual.proj = None  # the tower now returns the pre-projection pooled feature
-        else:
-            raise NotImplementedError(f"{type(visual).__name__} towers are not supported yet")
-        width = self._proj.shape[0]
-        self.kinds = {"visual": width, "aligned": self._proj.shape[1]}
+        self.preprocessing = dict(preprocessing)
+        self.transform = transform or _transform(preprocessing)
+        self._settings = dict(settings or {})
+        visual = visual.to(device).eval()
+        for param in visual.parameters():
+            param.requires_grad_(False)
+        self.tower = VisualTower(visual)
+        unknown = [k for k in spec.kinds if k not in self.tower.kinds]
+        if unknown:
+            raise ValueError(f"{spec.name}: the tower cannot give {unknown} (it gives {self.tower.kinds})")
+        self.kinds = {k: int(d) if d else 0 for k, d in spec.kinds.items()}
+        if self.tower.layout != ALIGNED_ONLY:  # the loaded tower's own dims must match the spec's
+            actual = _tower_dims(self.tower, self.preprocessing["size"])
+            if any(spec.kinds.get(k) not in (None, actual[k]) for k in self.kinds):
+                raise ValueError(f"{spec.name}: tower dims {actual} differ from the spec's {dict(spec.kinds)}")
+            self.kinds = {k: actual[k] for k in self.kinds}
 
     def forward(self, images, kinds: Sequence[str]):
         import torch
 
         with torch.inference_mode():
-            visual = self.model.visual(images.to(self.device))
-            out = {"visual": visual}
-            if "aligned" in kinds:
-                out["aligned"] = visual @ self._proj
+            out = self.tower(images.to(self.device, non_blocking=True), kinds)
         return {k: v for k, v in out.items() if k in kinds}
 
+    def key_settings(self) -> dict[str, Any]:
+        settings = dict(self._settings)
+        if self.precision != "fp32":
+            settings["precision"] = self.precision
+        return settings
+
+
+def _tower_dims(tower: VisualTower, size: Any) -> dict[str, int]:
+    """Feature dims from the tower's parameters; towers of no known layout need a meta forward."""
+    import torch
+
+    visual = tower.visual
+    if tower.layout == NATIVE:
+        dims = {"visual": tower.projection.shape[0], "aligned": tower.projection.shape[1],
+                "patch_mean": visual.transformer.width}
+    elif tower.layout == ALIGNED_ONLY:
+        output_dim = getattr(visual, "output_dim", None)
+        return {"aligned": int(output_dim)} if output_dim else _meta_dims(tower, size)
+    else:
+        trunk = visual.trunk
+        pooled = getattr(trunk, "head_hidden_size", None) or trunk.num_features
+        dims = {"visual": pooled, "patch_mean": trunk.num_features}
+        if tower.layout == TIMM_HEAD:
+            linears = [m for m in visual.head.modules() if isinstance(m, torch.nn.Linear)]
+            dims["aligned"] = linears[-1].out_features
+        elif tower.layout == TIMM_CLASSIFIER:
+            dims["aligned"] = trunk.get_classifier().out_features
+        else:
+            dims["aligned"] = pooled
+    return {k: int(dims[k]) for k in tower.kinds}
+
+
+def _meta_dims(tower: VisualTower, size: Any) -> dict[str, int]:
+    """Feature dims from a forward of a meta-device tower (shapes only, no compute)."""
+    import torch
+
+    height, width = (size, size) if isinstance(size, int) else size
+    device = next(tower.visual.parameters()).device
+    if device.type != "meta":
+        raise ValueError("dims of this tower come from a meta-device forward only")
+    out = tower(torch.zeros(1, 3, height, width, device=device), tower.kinds)
+    return {k: int(v.shape[-1]) for k, v in out.items()}
+
+
+# -- the family -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(name: str, tag: str | None) -> ExtractorSpec:
+    """The spec for ``name``/``tag``: kinds and dims from a meta-device tower, the tag's preprocessing."""
+    import open_clip
+    import torch
+
+    from featkit.errors import UnknownNameError, closest
+
+    model_cfg = open_clip.get_model_config(name)
+    if model_cfg is None:
+        raise UnknownNameError(
+            f"unknown open_clip model '{name}'{closest(name, open_clip.list_models())}; "
+            f"ids look like open_clip:NAME:TAG with a pair from open_clip.list_pretrained()"
+        )
+    notes = []
+    quick_gelu = bool(model_cfg.get("quick_gelu", False))
+    tag_cfg: dict[str, Any] = {}
+    if tag is not None:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        matching = [t for t in tags if _clean_tag(t) == _clean_tag(tag)]
+        if not matching:
+            raise UnknownNameError(
+                f"unknown pretrained tag '{tag}' for open_clip model {name} "
+                f"(tags: {', '.join(tags) or 'none; pass --weights to open_clip:' + name})"
+            )
+        tag = matching[0]
+        tag_cfg = open_clip.get_pretrained_cfg(name, tag)
+        if tag_cfg.get("quick_gelu") and not quick_gelu:
+            quick_gelu = True
+            notes.append(f"QuickGELU as the '{tag}' weights were trained (the {name} config lacks it)")
+    pre = preprocess_cfg(model_cfg, tag_cfg)
+    with torch.device("meta"):
+        tower = VisualTower(build_visual(model_cfg, quick_gelu=quick_gelu))
+    kinds = _tower_dims(tower, pre["size"])
+    if tower.layout == TIMM_NO_PROJ:
+        notes.append(NO_PROJECTION_NOTE)
+    elif tower.layout == ALIGNED_ONLY:
+        notes.append("only 'aligned': this tower's pooling ends in the projection")
+    elif "patch_mean" not in tower.kinds:
+        notes.append("no 'patch_mean': the tower has no final norm over its patch tokens "
+                     "(attentional pooler, or norm after pooling)")
+    if tag is None:
+        notes.append("no pretrained tag: pass --weights; preprocessing is open_clip's default")
+    size = pre["size"] if isinstance(pre["size"], int) else "x".join(map(str, pre["size"]))
+    trunk = model_cfg["vision_cfg"].get("timm_model_name")
+    return ExtractorSpec(
+        name=f"{FAMILY}:{name}" + (f":{tag}" if tag else ""),
+        family=FAMILY,
+        kinds=kinds,
+        preprocessing=_preprocessing_summary(pre),
+        weights=tag or "local",
+        description=f"open_clip {name}" + (f" ({tag})" if tag else "")
+        + (f", timm trunk {trunk}" if trunk else "") + f", {size} px",
+        notes="; ".join(notes),
+        options={"model_name": name, "tag": tag, "quick_gelu": quick_gelu, "layout": tower.layout,
+                 "preprocess": pre, "config_quick_gelu": bool(model_cfg.get("quick_gelu", False))},
+    )
+
+
+@register
+class OpenClipFamily(Family):
+    """``open_clip:NAME:TAG`` (a pair from ``open_clip.list_pretrained()``) or ``open_clip:NAME``
+    with ``--weights``."""
+
+    name = FAMILY
+
+    def specs(self) -> list[ExtractorSpec]:
+        return [_describe(name, tag) for name, tag in SEED_MODELS.values()]
+
+    def resolve(self, name: str) -> ExtractorSpec:
+        model_name, _, tag = name.partition(":")
+        return _describe(model_name.replace("/", "-"), tag or None)
+
+    def weights_available(self, spec: ExtractorSpec) -> bool:
+        tag = spec.options.get("tag")
+        if not tag:
+            return False
+        from extractors.pretrained import find_cached
+
+        return find_cached(_tag_source(spec.options["model_name"], tag)) is not None
+
+    def load(self, spec, *, weights=None, device="cpu", precision="fp32", options: Mapping[str, Any] | None = None):
+        import open_clip
+
+        from featkit.errors import MissingWeightsError
+
+        name, tag = spec.options["model_name"], spec.options["tag"]
+        model_cfg = open_clip.get_model_config(name)
+        pre = dict(spec.options["preprocess"])
+        if weights:
+            path, identity, folder_pre = _user_weights(weights, model_cfg)
+            if tag is None and folder_pre:
+                pre = preprocess_cfg(model_cfg, folder_pre)
+        elif tag:
+            from extractors.pretrained import resolve_weights
+
+            path, identity = resolve_weights(_tag_source(name, tag)), f"tag:{tag}"
+        else:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+            raise MissingWeightsError(
+                f"{spec.name} names no pretrained tag, so it needs --weights PATH (an open_clip "
+                f"checkpoint of {name}); or use open_clip:{name}:TAG (tags: {tags})"
+            )
+        visual = build_visual(model_cfg, quick_gelu=spec.options["quick_gelu"])
+        load_visual_weights(visual, path)
+        settings = {}
+        if spec.options["quick_gelu"] != spec.options["config_quick_gelu"]:
+            settings["quick_gelu"] = spec.options["quick_gelu"]
+        return OpenClipExtractor(
+            spec, visual, preprocessing=pre, weights_identity=identity, device=device,
+            precision=precision, settings=settings,
+        )
+
+
+# -- tiny test models -----------------------------------------------------------------------------
+
+_TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+#: open_clip model configs of the tiny test towers (full CLIP configs, so tests can build the
+#: library's own model around the same tower).
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "test:tiny-eva": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 224, "timm_model_name": "eva02_tiny_patch14_224",
+                       "timm_pool": "token", "timm_proj": None},
+        "text_cfg": dict(_TINY_TEXT),
+    },
+    "test:tiny-siglip": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit",
+                       "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": dict(_TINY_TEXT),
+    },
+}
+
+
+def featkit_tiny_siglip_vit(pretrained: bool = False, **kwargs):
+    """A SigLIP-shaped timm ViT (no class token, MAP pooling), 2 blocks of width 32 at 32 px."""
+    from timm.models import build_model_with_cfg
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
+            "class_token": False, "global_pool": "map"}
+    args.update(kwargs)
+    if not args.get("pretrained_cfg"):  # no published weights; a config keeps timm from warning
+        args["pretrained_cfg"] = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                                  "num_classes": 0, "crop_pct": 1.0}
+    return build_model_with_cfg(VisionTransformer, "featkit_tiny_siglip_vit", pretrained, **args)
+
+
+def _ensure_tiny_timm_arch() -> None:
+    import timm
+    from timm.models import register_model
+
+    if not timm.is_model("featkit_tiny_siglip_vit"):
+        register_model(featkit_tiny_siglip_vit)
+
+
+def _tiny_spec(name, kinds, pre_overlay, description, notes="random weights by design") -> ExtractorSpec:
+    pre = preprocess_cfg(TINY_CONFIGS[name], pre_overlay)
+    return ExtractorSpec(
+        name=name, family="test", kinds=kinds, preprocessing=_preprocessing_summary(pre),
+        weights="random", description=description, notes=notes, options={"preprocess": pre},
+    )
+
+
+TINY_EVA = _tiny_spec(
+    "test:tiny-eva", {"visual": 192, "aligned": 64, "patch_mean": 192}, {},
+    "open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = projection), "
+    "seeded random init",
+)
+TINY_SIGLIP = _tiny_spec(
+    "test:tiny-siglip", {"visual": 32, "aligned": 32, "patch_mean": 32},
+    {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"},
+    "open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
+    notes=f"random weights by design; {NO_PROJECTION_NOTE}",
+)
+
+
+def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
+    """Seeded tower of a tiny config; ``weights`` loads a checkpoint through the family's path."""
+    import torch
+
+    _ensure_tiny_timm_arch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        visual = build_visual(TINY_CONFIGS[spec.name])
+    identity = "random:seed0"
+    if weights:
+        path, identity, _ = _user_weights(weights, TINY_CONFIGS[spec.name])
+        load_visual_weights(visual, path)
+    return OpenClipExtractor(spec, visual, preprocessing=spec.options["preprocess"],
+                             weights_identity=identity, device=device, precision=precision)
+
+
+register_tiny(TINY_EVA)(_load_tiny_tower)
+register_tiny(TINY_SIGLIP)(_load_tiny_tower)
 
 TINY_CLIP = ExtractorSpec(
     name="test:tiny-clip",
@@ -78,6 +643,14 @@ TINY_CLIP = ExtractorSpec(
 )
 
 
+#: The tiny CLIP's full config (its seeded weights are other tests' fixtures: keep it stable).
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 16,
+    "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+    "text_cfg": dict(_TINY_TEXT),
+}
+
+
 @register_tiny(TINY_CLIP)
 def load_tiny_clip(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
     """Build the tiny CLIP with a fixed seed so every process gets the same weights."""
@@ -86,22 +659,19 @@ def load_tiny_clip(spec: ExtractorSpec, *, weights=None, device="cpu", precision
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = open_clip.CLIP(
-            embed_dim=16,
-            vision_cfg={"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
-            text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-        )
+        model = open_clip.CLIP(**TINY_CLIP_CONFIG)
     identity = "random:seed0"
     if weights:
-        from extractors.weights import load_state_dict
-
-        state, identity = load_state_dict(weights)
-        model.load_state_dict(state)
+        path, identity, _ = _user_weights(weights, TINY_CLIP_CONFIG)
+        load_visual_weights(model.visual, path)
+    pre = spec.preprocessing
     return OpenClipExtractor(
         spec,
-        model,
-        preprocess_cfg=spec.preprocessing.to_dict(),
+        model.visual,
+        preprocessing=pre.to_dict(),
         weights_identity=identity,
         device=device,
         precision=precision,
+        transform=open_clip.image_transform(pre.size, is_train=False, mean=pre.mean, std=pre.std,
+                                            resize_mode=pre.resize_mode, interpolation=pre.interpolation),
     )

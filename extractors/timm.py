@@ -1,0 +1,332 @@
+"""timm models, ``timm:NAME`` for any timm model name (``arch`` or ``arch.tag``).
+
+Feature kinds:
+
+- ``visual``: ``forward_head(forward_features(x), pre_logits=True)``, the pooled feature before
+  the classifier;
+- ``cls``: the class token of the final (normed) tokens, for models that have one;
+- ``patch_mean``: the mean of the final patch tokens (prefix tokens excluded), for token models.
+
+Preprocessing is the pretrained tag's data config (``resolve_data_config`` +
+``create_transform``). Weights load through timm's own ``pretrained=True`` path (with the
+model's checkpoint filter), from ``--weights``, the local caches, or a download when reachable.
+The option ``image_size`` runs a ViT at another resolution (position embeddings resampled by
+timm), e.g. DINOv2 at 224 px instead of the tag's 518.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from extractors import add_alias, register
+from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.tiny import register_tiny
+
+__all__ = ["SEED_MODELS", "TINY_DINOV2_KWARGS", "TimmExtractor", "TimmFamily", "create_model", "data_config"]
+
+FAMILY = "timm"
+
+#: The seeds' timm models: alias -> timm name.
+SEED_MODELS: dict[str, str] = {
+    "dinov2-s": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2-b": "vit_base_patch14_dinov2.lvd142m",
+    "dinov2-l": "vit_large_patch14_dinov2.lvd142m",
+    "dinov2-g": "vit_giant_patch14_dinov2.lvd142m",
+    "vit-b-in21k": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+}
+for _alias, _name in SEED_MODELS.items():
+    add_alias(_alias, f"{FAMILY}:{_name}")
+
+CHECKPOINT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def model_kinds(model: Any) -> dict[str, int]:
+    """Feature kinds and dims of a timm model (works on a meta-device model)."""
+    dims = {"visual": int(getattr(model, "head_hidden_size", None) or model.num_features)}
+    if hasattr(model, "num_prefix_tokens"):  # a token model: forward_features gives (B, N, C)
+        if getattr(model, "cls_token", None) is not None and model.num_prefix_tokens >= 1:
+            dims["cls"] = int(model.num_features)
+        dims["patch_mean"] = int(model.num_features)
+    return dims
+
+
+def data_config(model: Any, image_size: int | None = None) -> dict[str, Any]:
+    """timm's evaluation data config for ``model`` (its pretrained tag's), at ``image_size`` if given."""
+    from timm.data import resolve_data_config
+
+    cfg = dict(resolve_data_config(model=model))
+    if image_size:
+        cfg["input_size"] = (3, int(image_size), int(image_size))
+    return cfg
+
+
+def _preprocessing_dict(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "transform": "timm.data.create_transform",
+        "input_size": [int(s) for s in cfg["input_size"]],
+        "interpolation": cfg["interpolation"],
+        "mean": [float(m) for m in cfg["mean"]],
+        "std": [float(s) for s in cfg["std"]],
+        "crop_pct": float(cfg["crop_pct"]),
+        "crop_mode": cfg.get("crop_mode", "center"),
+    }
+
+
+def _preprocessing_summary(cfg: Mapping[str, Any]) -> Preprocessing:
+    return Preprocessing(
+        size=int(cfg["input_size"][-1]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        resize_mode="squash" if cfg.get("crop_mode") == "squash" else "shortest",
+        interpolation=cfg["interpolation"],
+        crop_pct=float(cfg["crop_pct"]),
+    )
+
+
+def create_model(name: str, weights_file: str | Path | None = None, **model_kwargs: Any):
+    """``timm.create_model`` in eval mode; a weights file goes through timm's pretrained loader
+    (so the model's checkpoint filter applies), no file means random init."""
+    import timm
+
+    if weights_file is None:
+        model = timm.create_model(name, pretrained=False, **model_kwargs)
+    else:
+        overlay = {"file": str(weights_file), "source": "file"}
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **model_kwargs)
+    return model.eval()
+
+
+class TimmExtractor(Extractor):
+    """A loaded timm model with its data config's evaluation transform."""
+
+    def __init__(
+        self,
+        spec: ExtractorSpec,
+        model: Any,
+        *,
+        data_cfg: Mapping[str, Any],
+        weights_identity: str,
+        device: str = "cpu",
+        precision: str = "fp32",
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        from timm.data import create_transform
+
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.weights_identity = weights_identity
+        self.preprocessing = _preprocessing_dict(data_cfg)
+        self.transform = create_transform(**data_cfg, is_training=False)
+        self._settings = dict(settings or {})
+        self.model = model.to(device).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        actual = model_kinds(self.model)
+        missing = [k for k in spec.kinds if k not in actual]
+        if missing:
+            raise ValueError(f"{spec.name}: the model cannot give {missing} (it gives {list(actual)})")
+        self.kinds = {k: actual[k] for k in spec.kinds}
+
+    def forward(self, images, kinds: Sequence[str]):
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
+            out = {}
+            if "visual" in kinds:
+                out["visual"] = self.model.forward_head(tokens, pre_logits=True)
+            if "cls" in kinds:
+                out["cls"] = tokens[:, 0]
+            if "patch_mean" in kinds:
+                out["patch_mean"] = tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
+        return out
+
+    def key_settings(self) -> dict[str, Any]:
+        settings = dict(self._settings)
+        if self.precision != "fp32":
+            settings["precision"] = self.precision
+        return settings
+
+
+# -- names, weights and the family ----------------------------------------------------------------
+
+
+def _tag_source(name: str, cfg: Mapping[str, Any]):
+    """Where timm would fetch ``name``'s weights from (hub preferred, like timm)."""
+    import torch.hub
+
+    from extractors.pretrained import HubFile, UrlFile, WeightsSource
+
+    candidates: list[HubFile | UrlFile] = []
+    if cfg.get("hf_hub_id"):
+        repo_id, _, revision = cfg["hf_hub_id"].partition("@")
+        filename = cfg.get("hf_hub_filename") or "pytorch_model.bin"
+        names = [filename]
+        if filename == "pytorch_model.bin":
+            names.insert(0, "model.safetensors")
+        elif filename == "open_clip_pytorch_model.bin":
+            names.insert(0, "open_clip_model.safetensors")
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        candidates.append(HubFile(repo_id, tuple(names), revision or None))
+    url = cfg.get("url")
+    if isinstance(url, (list, tuple)):
+        url = url[0] if url else None
+    if url:
+        candidates.append(UrlFile(url, os.path.join(torch.hub.get_dir(), "checkpoints")))
+    how_to = (
+        f"pass --weights PATH (the checkpoint file, or a folder holding model.safetensors or "
+        f"pytorch_model.bin), or fill the cache online once with "
+        f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+    )
+    return WeightsSource(f"{FAMILY}:{name}", tuple(candidates), how_to)
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(name: str) -> ExtractorSpec:
+    """The spec of a timm name: canonical ``arch.tag``, kinds from a meta-device model, data config."""
+    import timm
+    import torch
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+
+    from featkit.errors import UnknownNameError, closest
+
+    arch, tag = split_model_name_tag(name)
+    if not timm.is_model(arch):
+        raise UnknownNameError(
+            f"unknown timm model '{name}'{closest(arch, timm.list_models())}; see timm.list_models()"
+        )
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+        raise UnknownNameError(
+            f"unknown pretrained tag '{tag}' for timm model {arch} (tags: {', '.join(tags) or 'none'})"
+        ) from None
+    cfg_dict = cfg.to_dict() if cfg is not None else {}
+    full = f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else arch
+    with torch.device("meta"):
+        model = timm.create_model(full, pretrained=False)
+    data_cfg = data_config(model)
+    kinds = model_kinds(model)
+    notes = []
+    if getattr(model, "global_pool", None) == "token" and "cls" in kinds:
+        notes.append("visual is the class token (token pooling), the same as cls")
+    has_weights = bool(cfg_dict.get("hf_hub_id") or cfg_dict.get("url") or cfg_dict.get("file"))
+    if not has_weights:
+        notes.append("no published weights: pass --weights")
+    size = data_cfg["input_size"][-1]
+    return ExtractorSpec(
+        name=f"{FAMILY}:{full}",
+        family=FAMILY,
+        kinds=kinds,
+        preprocessing=_preprocessing_summary(data_cfg),
+        weights=(cfg.tag or "default") if has_weights else "local",
+        description=f"timm {full}, {size} px (crop {data_cfg['crop_pct']:g}, {data_cfg['interpolation']})",
+        notes="; ".join(notes),
+        options={"model_name": full, "pretrained_cfg": cfg_dict, "has_weights": has_weights},
+    )
+
+
+def _user_weights(path: str | Path) -> tuple[Path, str]:
+    from extractors.pretrained import find_checkpoint
+    from extractors.weights import weights_identity
+
+    path = Path(path).expanduser()
+    identity = weights_identity(path)  # raises the one-line error when the path is missing
+    return (path if path.is_file() else find_checkpoint(path, CHECKPOINT_NAMES)), identity
+
+
+def _image_size(options: Mapping[str, Any] | None) -> int | None:
+    from featkit.errors import FeatkitError
+
+    value = (options or {}).get("image_size")
+    if value in (None, ""):
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size <= 0:
+        raise FeatkitError(f"option image_size must be a positive integer, got {value!r}")
+    return size
+
+
+@register
+class TimmFamily(Family):
+    """``timm:NAME``: any timm model (``arch`` uses timm's default tag)."""
+
+    name = FAMILY
+
+    def specs(self) -> list[ExtractorSpec]:
+        return [_describe(name) for name in SEED_MODELS.values()]
+
+    def resolve(self, name: str) -> ExtractorSpec:
+        return _describe(name)
+
+    def weights_available(self, spec: ExtractorSpec) -> bool:
+        if not spec.options.get("has_weights"):
+            return False
+        from extractors.pretrained import find_cached
+
+        return find_cached(_tag_source(spec.options["model_name"], spec.options["pretrained_cfg"])) is not None
+
+    def load(self, spec, *, weights=None, device="cpu", precision="fp32", options: Mapping[str, Any] | None = None):
+        from featkit.errors import MissingWeightsError
+
+        name = spec.options["model_name"]
+        image_size = _image_size(options)
+        if weights:
+            path, identity = _user_weights(weights)
+        elif spec.options["has_weights"]:
+            from extractors.pretrained import resolve_weights
+
+            path = resolve_weights(_tag_source(name, spec.options["pretrained_cfg"]))
+            identity = f"tag:{spec.weights}"
+        else:
+            raise MissingWeightsError(f"{spec.name} has no published weights; pass --weights PATH (a checkpoint of {name})")
+        kwargs = {"img_size": image_size} if image_size else {}
+        model = create_model(name, path, **kwargs)
+        settings = {"image_size": image_size} if image_size else {}
+        return TimmExtractor(spec, model, data_cfg=data_config(model, image_size), weights_identity=identity,
+                             device=device, precision=precision, settings=settings)
+
+
+# -- tiny test model ------------------------------------------------------------------------------
+
+#: Architecture overrides of the tiny DINOv2-style ViT (patch 14, layer scale, class token).
+TINY_DINOV2_KWARGS: dict[str, Any] = {"img_size": 42, "embed_dim": 32, "depth": 2, "num_heads": 2}
+TINY_DINOV2_NAME = "vit_small_patch14_dinov2.lvd142m"
+
+TINY_DINOV2 = ExtractorSpec(
+    name="test:tiny-dinov2",
+    family="test",
+    kinds={"visual": 32, "cls": 32, "patch_mean": 32},
+    preprocessing=Preprocessing(size=42, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                resize_mode="shortest", interpolation="bicubic", crop_pct=1.0),
+    weights="random",
+    description="timm DINOv2-style ViT (vit_small_patch14_dinov2 shape: 2 blocks, width 32, 42 px), "
+    "seeded random init",
+    notes="random weights by design; visual is the class token (token pooling), the same as cls",
+)
+
+
+@register_tiny(TINY_DINOV2)
+def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
+    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path."""
+    import torch
+
+    identity = "random:seed0"
+    path = None
+    if weights:
+        path, identity = _user_weights(weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(TINY_DINOV2_NAME, path, **TINY_DINOV2_KWARGS)
+    return TimmExtractor(spec, model, data_cfg=data_config(model, TINY_DINOV2_KWARGS["img_size"]),
+                         weights_identity=identity, device=device, precision=precision)
