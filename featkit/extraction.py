@@ -32,6 +32,7 @@ from featkit.cache import (
     read_shard,
     samples_digest,
     shard_kinds,
+    shard_path,
     write_final,
     write_parts_meta,
     write_shard,
@@ -198,7 +199,10 @@ def extract(
         raise UnknownNameError(
             f"model {spec.name} has no feature kind {', '.join(unknown)} (kinds: {', '.join(spec.kinds)})"
         )
-    device = resolve_device(device)
+    from featkit import distributed
+
+    device = distributed.local_device(resolve_device(device))
+    dist = distributed.init(device) if distributed.launched_by_torchrun() else None
     if device == "cpu" and precision != "fp32":
         print(f"featkit: {precision} runs on GPU only; using fp32 on CPU", file=sys.stderr)
         precision = "fp32"
@@ -215,7 +219,7 @@ def extract(
                 extractor, spec.name, ds, split, split_samples[split], kinds,
                 root=root, batch_size=batch_size, device=device, precision=precision,
                 num_workers=resolve_num_workers(num_workers), overwrite=overwrite, skip_bad=skip_bad,
-                shard_size=shard_size, progress=progress, model_alias=model,
+                shard_size=shard_size, progress=progress, model_alias=model, dist=dist,
             )
         )
     return summaries
@@ -223,51 +227,59 @@ def extract(
 
 def _extract_split(
     extractor, model_id, ds, split, samples, kinds, *, root, batch_size, device, precision,
-    num_workers, overwrite, skip_bad, shard_size, progress, model_alias,
+    num_workers, overwrite, skip_bad, shard_size, progress, model_alias, dist=None,
 ) -> SplitSummary:
+    """Extract one split: reuse the file on a hit, else resume or compute the shards, assemble.
+
+    Under torchrun (``dist``), rank 0 holds the key lock and makes the decisions; every rank
+    claims and computes missing shards; rank 0 assembles.
+    """
+    from featkit import distributed
+
     started = time.perf_counter()
     key = _split_key(extractor, model_id, ds, split, samples)
     path = key.path(root)
     parts = parts_dir(path)
+    main = dist is None or dist.is_main
 
     def on_wait(lock_path):
         print(f"featkit: waiting for another process writing {path} ...", file=sys.stderr)
 
-    with key_lock(path, on_wait=on_wait):
-        if path.exists() and not overwrite:
-            have = file_kinds(path)
-            if set(kinds) <= set(have):
-                from featkit.featureset import load_file
+    lock = key_lock(path, on_wait=on_wait) if main else contextlib.nullcontext()
+    with lock:
+        plan = None
+        if main:
+            plan = _plan_split(path, parts, key, kinds, overwrite=overwrite, shard_size=shard_size, batch_size=batch_size)
+            if dist is not None:
+                distributed.clear_claims(parts)
+        plan = distributed.broadcast(dist, plan)
+        if plan["cached"]:
+            from featkit.featureset import load_file
 
-                meta = load_file(path, kinds[0]).meta
-                return SplitSummary(split, path, int(meta.get("n", len(samples))),
-                                    {k: int(d) for k, d in (meta.get("dims") or {}).items() if k in kinds},
-                                    time.perf_counter() - started, cached=True,
-                                    skipped=list(meta.get("skipped_ids") or []))
-            kinds = sorted(set(kinds) | set(have))  # re-extract with the union, replacing the file
-        if overwrite and parts.exists():
-            shutil.rmtree(parts)
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):
-            stale.unlink(missing_ok=True)
-        meta = read_parts_meta(parts)
-        if meta and meta.get("key") == key.digest:
-            shard_size = int(meta["shard_size"])
-            batch_size = int(meta.get("batch_size", batch_size))
-        write_parts_meta(parts, {"key": key.digest, "shard_size": shard_size, "batch_size": batch_size})
-
+            meta = load_file(path, plan["kinds"][0]).meta
+            return SplitSummary(split, path, int(meta.get("n", len(samples))),
+                                {k: int(d) for k, d in (meta.get("dims") or {}).items() if k in kinds},
+                                time.perf_counter() - started, cached=True,
+                                skipped=list(meta.get("skipped_ids") or []))
+        kinds, shard_size, batch_size = plan["kinds"], plan["shard_size"], plan["batch_size"]
         n = len(samples)
         n_shards = math.ceil(n / shard_size) if n else 0
-        todo, reused = [], 0
-        for index in range(n_shards):
-            have_kinds = shard_kinds(parts, index)
-            if have_kinds is not None and set(kinds) <= have_kinds:
-                reused += 1
-            else:
-                todo.append(index)
-        bad = _run_shards(extractor, ds, samples, kinds, todo, parts, n=n, shard_size=shard_size,
-                          batch_size=batch_size, device=device, precision=precision,
-                          num_workers=num_workers, skip_bad=skip_bad, progress=progress,
-                          desc=f"{ds.name}/{split}")
+        missing = [i for i in range(n_shards) if not set(kinds) <= (shard_kinds(parts, i) or set())]
+        distributed.barrier(dist)
+        run = dict(n=n, shard_size=shard_size, batch_size=batch_size, device=device, precision=precision,
+                   num_workers=num_workers, skip_bad=skip_bad, desc=f"{ds.name}/{split}")
+        if dist is None:
+            bad = _run_shards(extractor, ds, samples, kinds, missing, parts, progress=progress, **run)
+        else:
+            bad = []
+            total = sum(min(n, (i + 1) * shard_size) - i * shard_size for i in missing)
+            with _job_bar(total, run["desc"], progress and dist.is_main) as bar:
+                for index in missing:  # dynamic claims balance the load across ranks
+                    if distributed.try_claim(parts, index, dist.rank):
+                        bad += _run_shards(extractor, ds, samples, kinds, [index], parts, progress=False, **run)
+                        done = sum(1 for i in missing if shard_path(parts, i).exists())
+                        bar.update(min(total, done * shard_size) - bar.n)
+            bad = distributed.gather_lists(dist, bad)
         if bad and not skip_bad:
             listed = "; ".join(msg for _, msg in bad[:5])
             more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
@@ -275,12 +287,41 @@ def _extract_split(
                 f"{len(bad)} unreadable image(s) in {ds.name}/{split}: {listed}{more}; fix or remove "
                 f"them, or rerun with --skip-bad to leave them out (finished shards are kept)"
             )
-        summary = _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts,
-                            n_shards=n_shards, shard_size=shard_size, batch_size=batch_size,
-                            device=device, precision=precision, skip_bad=skip_bad)
+        summary = SplitSummary(split, path, 0, {}, 0.0, cached=False)
+        if main:
+            summary = _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts,
+                                n_shards=n_shards, shard_size=shard_size, batch_size=batch_size,
+                                device=device, precision=precision, skip_bad=skip_bad)
+        summary = distributed.broadcast(dist, summary)
         summary.seconds = time.perf_counter() - started
-        summary.shards_done, summary.shards_reused = len(todo), reused
+        summary.shards_done, summary.shards_reused = len(missing), n_shards - len(missing)
         return summary
+
+
+def _job_bar(total: int, desc: str, enabled: bool):
+    """Rank 0's bar for the whole job, advanced as shards of every rank land on disk."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"{desc} (all ranks)", unit="img", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+def _plan_split(path: Path, parts: Path, key: CacheKey, kinds, *, overwrite, shard_size, batch_size) -> dict[str, Any]:
+    """Decide (under the key lock) whether the file is a hit and which shard layout to use."""
+    if path.exists() and not overwrite:
+        have = file_kinds(path)
+        if set(kinds) <= set(have):
+            return {"cached": True, "kinds": list(kinds)}
+        kinds = sorted(set(kinds) | set(have))  # re-extract with the union, replacing the file
+    if overwrite and parts.exists():
+        shutil.rmtree(parts)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    meta = read_parts_meta(parts)
+    if meta and meta.get("key") == key.digest:  # resume with the layout the shards were cut with
+        shard_size = int(meta["shard_size"])
+        batch_size = int(meta.get("batch_size", batch_size))
+    write_parts_meta(parts, {"key": key.digest, "shard_size": shard_size, "batch_size": batch_size})
+    return {"cached": False, "kinds": list(kinds), "shard_size": shard_size, "batch_size": batch_size}
 
 
 def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, batch_size, device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -32,14 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=None, help="rows per resumable shard (default: 1024)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (recorded in the file) instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="recompute even if the cache has these features")
+    parser.add_argument("--distributed", action="store_true", help="split the work across the processes of a torchrun launch (automatic under torchrun)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from featkit.distributed import launched_by_torchrun
+    from featkit.errors import FeatkitError
     from featkit.extraction import DEFAULT_SHARD_SIZE, extract, iter_summaries_table
     from featkit.results import format_table
 
+    if args.distributed and not launched_by_torchrun():
+        raise FeatkitError("--distributed runs under torchrun, e.g. 'torchrun --nproc_per_node=2 -m featkit extract ...'")
     options = {}
     if args.instruction:
         options["instruction"] = args.instruction
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         options=options,
     )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the job
     print(format_table(list(iter_summaries_table(summaries)), ["split", "n", "dims", "seconds", "status", "file"]))
     skipped = sum(len(s.skipped) for s in summaries)
     if skipped:
