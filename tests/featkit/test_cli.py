@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from featkit.cli import build_parser, main
+from featkit.testing.datasets import make_imagefolder, write_truncated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,22 +60,16 @@ def test_missing_data_names_root_and_expected_file(tmp_path):
     assert result.returncode == 2
 
 
-def _folder_with_truncated_jpeg(root: Path) -> Path:
-    for split in ("train", "test"):
-        for label in ("a", "b"):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (16, 16), (80 * i, 40, 200 if label == "a" else 0)).save(folder / f"{i}.jpg", quality=90)
-    bad = root / "test" / "b" / "1.jpg"
-    data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 2])
-    return bad
+def _folder_with_truncated_jpeg(root: Path) -> tuple[Path, str]:
+    generated = make_imagefolder(root, n_classes=2, train_per_class=3, test_per_class=3, ext="jpg")
+    bad_id = generated.ids("test")[4]
+    write_truncated_jpeg(root / bad_id)
+    return root / bad_id, bad_id
 
 
 def test_truncated_jpeg_stops_and_lists_it_then_skip_bad_goes_on(tmp_path):
     data = tmp_path / "data"
-    bad = _folder_with_truncated_jpeg(data)
+    bad, bad_id = _folder_with_truncated_jpeg(data)
     cache = tmp_path / "cache"
     args = ["extract", "--model", "pixels:8", "--dataset", "imagefolder", "--data-root", str(data), "--splits", "test", "--cache-dir", str(cache), "--no-progress"]
     _one_line_error(_cli(*args), "1 unreadable image(s)", str(bad), "--skip-bad")
@@ -84,8 +78,8 @@ def test_truncated_jpeg_stops_and_lists_it_then_skip_bad_goes_on(tmp_path):
     import featkit
 
     fs = featkit.load("pixels:8", "imagefolder", "test", cache_dir=cache)
-    assert len(fs) == 5 and "test/b/1.jpg" not in fs.sample_ids
-    assert fs.meta["skipped_ids"] == ["test/b/1.jpg"]
+    assert len(fs) == 5 and bad_id not in fs.sample_ids
+    assert fs.meta["skipped_ids"] == [bad_id]
 
 
 def test_info_on_a_non_cache_file(tmp_path):
