@@ -17,14 +17,16 @@ from featkit._version import __version__
 if TYPE_CHECKING:
     from featkit.extraction import extract
     from featkit.featureset import FeatureSet, load, load_file
+    from featkit.text import embed_texts
 
-__all__ = ["FeatureSet", "__version__", "extract", "load", "load_file"]
+__all__ = ["FeatureSet", "__version__", "embed_texts", "extract", "load", "load_file"]
 
 _LAZY = {
     "extract": "featkit.extraction",
     "load": "featkit.featureset",
     "load_file": "featkit.featureset",
     "FeatureSet": "featkit.featureset",
+    "embed_texts": "featkit.text",
 }
 
 
