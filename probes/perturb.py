@@ -238,6 +238,7 @@ class AttackPoint:
     loss_adv: np.ndarray = field(repr=False)
     loss_trace: tuple[float, ...] = field(default=(), repr=False)
     delta: np.ndarray | None = field(default=None, repr=False)
+    pixel_range: tuple[float, float] | None = None  # (min, max) adversarial pixel (image space)
 
     def row(self) -> dict[str, Any]:
         """The JSON sweep entry: ``eps, top1, success_rate, mean_delta_norm`` and extras."""
@@ -252,6 +253,7 @@ class AttackPoint:
             "mean_feature_shift": self.mean_feature_shift,
             "mean_loss_clean": self.mean_loss_clean,
             "mean_loss_adv": self.mean_loss_adv,
+            **({"pixel_range": list(self.pixel_range)} if self.pixel_range is not None else {}),
         }
 
 
@@ -286,6 +288,10 @@ class PerturbSweep:
             "random_start": self.random_start,
             "target": self.target,
             "eps_mode": self.eps_mode,
+            "eps_units": (
+                "pixels in [0, 1]" if self.space == "image"
+                else "raw feature units (before any normalisation inside the probe)"
+            ),
             "eps_scale": self.eps_scale,
             "eps_scale_rule": (
                 f"mean ||x||_{'inf' if self.norm == 'linf' else '2'} of the attacked features"

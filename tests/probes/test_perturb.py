@@ -278,3 +278,25 @@ def test_labels_outside_the_probe_classes_are_rejected():
     head, x, y = _problem(n=10, k=3)
     with pytest.raises(FeatkitError, match="probe has 3 classes"):
         eps_sweep(head, x, y + 5, [0.1], progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_is_uniform_in_the_ball(norm):
+    from probes.perturb import random_start_delta
+
+    d, eps = 16, 0.5
+    generator = torch.Generator().manual_seed(0)
+    delta = random_start_delta((4000, d), eps, norm, generator=generator, dtype=torch.float64)
+    if norm == "linf":  # each coordinate uniform on [-eps, eps]: CDF at eps/2 is 3/4
+        assert torch.all(delta.abs() <= eps)
+        assert float((delta <= eps / 2).double().mean()) == pytest.approx(0.75, abs=0.01)
+    else:  # uniform in volume: (r / eps)**d is uniform on [0, 1]
+        radius = torch.linalg.vector_norm(delta, dim=1)
+        assert torch.all(radius <= eps * (1 + 1e-12))
+        u = (radius / eps) ** d
+        for q in (0.1, 0.5, 0.9):
+            assert float((u <= q).double().mean()) == pytest.approx(q, abs=0.03)
+    head, x, y = _problem(n=20, d=d)
+    started = pgd(head, torch.from_numpy(x), torch.from_numpy(y), eps=eps, steps=0, norm=norm,
+                  random_start=True, generator=torch.Generator().manual_seed(1))
+    assert torch.all(torch.linalg.vector_norm(started, dim=1) > 0)
