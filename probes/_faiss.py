@@ -28,6 +28,10 @@ METRICS = ("cosine", "euclidean")
 #: Largest k that GPU FAISS's ``search`` accepts.
 GPU_MAX_K = 2048
 
+#: Query rows per BLAS/FAISS call: large enough for full GEMM speed, fixed so that scores do
+#: not depend on the chunk size (see ``ScoreBlocks``).
+TILE_ROWS = 512
+
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -115,14 +119,27 @@ class ScoreBlocks:
     calls (valid until the next call): inner products for cosine (inputs already normalised by
     ``prepare``), negated squared L2 distances for euclidean.
 
-    A float32 GEMM's last bit can depend on where a vector sits in the matrix, so identical
-    gallery vectors could get scores one ulp apart. Identical vectors are therefore scored once
-    and their score copied: exact duplicates always tie.
+    A float32 GEMM's last bit depends on the matrix shape and on where a vector sits in it, so
+    two guards make every score a function of the data alone, not of the chunk size:
+
+    - queries are scored in calls of exactly ``tile_rows`` rows (the last one zero-padded); a
+      caller whose chunks start at multiples of ``tile_rows`` gets bit-identical scores for any
+      chunk size that is a multiple of it (``round_rows``);
+    - identical gallery vectors are scored once and the score copied, so exact duplicates
+      always tie.
     """
 
-    def __init__(self, gallery: np.ndarray, metric: str, *, use_gpu: bool | None = None):
+    def __init__(
+        self,
+        gallery: np.ndarray,
+        metric: str,
+        *,
+        use_gpu: bool | None = None,
+        tile_rows: int = TILE_ROWS,
+    ):
         self.metric = check_metric(metric)
         self.n_gallery = len(gallery)
+        self.tile_rows = tile_rows
         duplicates = distinct_rows(gallery)
         if duplicates is None:
             self.gallery, self._inverse = gallery, None
@@ -131,8 +148,9 @@ class ScoreBlocks:
             self.gallery = np.ascontiguousarray(gallery[representatives])
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         self._gpu_resources = faiss.StandardGpuResources() if self.use_gpu else None
-        self._buffer: np.ndarray | None = None
-        self._distinct_buffer: np.ndarray | None = None
+        self._padded_tile = np.zeros((tile_rows, gallery.shape[1]), dtype=np.float32)
+        self._scores: np.ndarray | None = None
+        self._distinct_scores: np.ndarray | None = None
 
     @property
     def device(self) -> str:
@@ -144,27 +162,37 @@ class ScoreBlocks:
 
     @property
     def extra_bytes(self) -> int:
-        """Memory held besides the score buffers: the copy of the distinct gallery vectors."""
-        return 0 if self._inverse is None else self.gallery.nbytes + 8 * self.n_gallery
+        """Memory held besides the score buffers: the padded tile and the distinct vectors."""
+        distinct = 0 if self._inverse is None else self.gallery.nbytes + 8 * self.n_gallery
+        return self._padded_tile.nbytes + distinct
 
     @property
     def bytes_per_row(self) -> int:
-        """Score-buffer bytes per query row."""
+        """Score-buffer bytes per query row of a chunk."""
         return 4 * self.n_gallery + (0 if self._inverse is None else 4 * self.n_distinct)
+
+    def round_rows(self, rows: int) -> int:
+        """``rows`` rounded up to a whole number of tiles."""
+        return -(-max(1, rows) // self.tile_rows) * self.tile_rows
 
     def block(self, queries: np.ndarray) -> np.ndarray:
         n = len(queries)
-        if self._buffer is None or len(self._buffer) < n:
-            self._buffer = np.empty((n, self.n_gallery), dtype=np.float32)
+        rows = self.round_rows(n)
+        if self._scores is None or len(self._scores) < rows:
+            self._scores = np.empty((rows, self.n_gallery), dtype=np.float32)
             if self._inverse is not None:
-                self._distinct_buffer = np.empty((n, self.n_distinct), dtype=np.float32)
-        out = self._buffer[:n]
-        if self._inverse is None:
-            self._score(queries, out)
-        else:
-            distinct = self._distinct_buffer[:n]
-            self._score(queries, distinct)
-            np.take(distinct, self._inverse, axis=1, out=out)
+                self._distinct_scores = np.empty((rows, self.n_distinct), dtype=np.float32)
+        target = self._scores if self._inverse is None else self._distinct_scores
+        for start in range(0, n, self.tile_rows):
+            tile = queries[start : start + self.tile_rows]
+            if len(tile) < self.tile_rows:
+                self._padded_tile[: len(tile)] = tile
+                self._padded_tile[len(tile) :] = 0.0
+                tile = self._padded_tile
+            self._score(tile, target[start : start + self.tile_rows])
+        out = self._scores[:n]
+        if self._inverse is not None:
+            np.take(self._distinct_scores[:n], self._inverse, axis=1, out=out)
         return out
 
     def _score(self, queries: np.ndarray, out: np.ndarray) -> None:

@@ -42,6 +42,9 @@ RECALL_KS = (1, 5, 10)
 
 DEFAULT_MAX_MEMORY = "2GB"
 
+#: Chunks larger than this do not make the GEMM faster; they only cost memory.
+MAX_CHUNK_ROWS = 4096
+
 
 @dataclass(frozen=True)
 class RetrievalResult:
@@ -137,7 +140,9 @@ def retrieval_map(
     item tied with irrelevant ones ranks after them.
     ``max_memory`` bounds the working memory this function allocates (normalised copies, the
     chunk × gallery float32 score block and per-row buffers; not the caller's arrays), as bytes
-    or a string such as ``"2GB"``; ``chunk_rows`` overrides the chunk size it implies.
+    or a string such as ``"2GB"`` (binary units); it sets the query chunk size (at most
+    ``MAX_CHUNK_ROWS``), which ``chunk_rows`` overrides. Chunks are whole tiles of
+    ``probes._faiss.TILE_ROWS`` queries and the results do not depend on their size.
     ``use_gpu``: None = GPU whenever faiss sees one.
     """
     check_metric(metric)
@@ -174,15 +179,16 @@ def retrieval_map(
             + 64 * (n_query + n_gallery)  # labels, codes, per-query results
             + 10 * n_gallery  # per-row buffers: comparison mask, scores above the lowest relevant
         )
-        spare = budget - fixed
-        if spare < blocks.bytes_per_row:
+        tile_bytes = blocks.tile_rows * blocks.bytes_per_row
+        if budget - fixed < tile_bytes:
             raise FeatkitError(
                 f"max memory {max_memory!r} is too small for {n_query} queries × {n_gallery} gallery "
-                f"items of dimension {q.shape[1]}: allow at least "
-                f"{math.ceil((fixed + blocks.bytes_per_row) / 1024)} KiB"
+                f"items of dimension {q.shape[1]}: allow at least {math.ceil((fixed + tile_bytes) / 2**20)} MiB"
             )
-        chunk_rows = rows_per_chunk(spare, blocks.bytes_per_row, n_query)
-    chunk_rows = int(max(1, min(chunk_rows, n_query)))
+        fitting = rows_per_chunk(budget - fixed, blocks.bytes_per_row, MAX_CHUNK_ROWS)
+        chunk_rows = fitting // blocks.tile_rows * blocks.tile_rows
+    # Whole tiles per chunk, so every chunk starts at a multiple of the tile size.
+    chunk_rows = min(blocks.round_rows(chunk_rows), blocks.round_rows(n_query))
 
     ap = np.full(n_query, np.nan)
     ap_at_r = np.full(n_query, np.nan)
@@ -235,7 +241,8 @@ def retrieval_map(
     class_ap_sum = np.bincount(scored_codes, weights=ap[scored], minlength=len(classes))
     class_count = np.bincount(scored_codes, minlength=len(classes))
     for c in np.flatnonzero(class_count):
-        per_class_ap[classes[c].item()] = float(class_ap_sum[c] / class_count[c])
+        label = classes[c].item() if isinstance(classes[c], np.generic) else classes[c]
+        per_class_ap[label] = float(class_ap_sum[c] / class_count[c])
 
     recalls = {k: float(np.mean(first <= k)) for k in RECALL_KS}
     return RetrievalResult(

@@ -75,3 +75,19 @@ def test_knn_search_matches_brute_force(metric):
     np.testing.assert_allclose(scores, np.take_along_axis(full, order, 1), atol=1e-5)
     with pytest.raises(FeatkitError, match="k=0"):
         knn_search(queries, gallery, 0, metric)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_score_blocks_do_not_depend_on_the_chunking(metric):
+    # Inexact data: any change of BLAS call shape would show in the last bits.
+    rng = np.random.default_rng(3)
+    gallery = prepare(rng.integers(0, 5, (200, 24)) / 3.0, metric)
+    queries = prepare(rng.integers(0, 5, (40, 24)) / 7.0, metric)
+    blocks = ScoreBlocks(gallery, metric, use_gpu=False, tile_rows=8)
+    assert blocks.round_rows(1) == 8 and blocks.round_rows(17) == 24
+    whole = blocks.block(queries).copy()
+    for chunk in (8, 16, 24):
+        parts = [blocks.block(queries[s : s + chunk]).copy() for s in range(0, 40, chunk)]
+        np.testing.assert_array_equal(np.vstack(parts), whole)
+    # A zero-padded last tile gives the rows the same bits as a full tile.
+    np.testing.assert_array_equal(blocks.block(queries[16:21]), whole[16:21])

@@ -305,33 +305,43 @@ def test_explicit_gallery_identical_to_query_keeps_the_query():
 
 def test_chunk_size_follows_the_memory_budget():
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((100, 8)).astype(np.float32)  # no duplicate rows
-    labels = rng.integers(0, 6, 100)
-    assert retrieval_map(x, labels, progress=False).chunk_rows == 100
-    fixed = x.nbytes + 64 * (100 + 100) + 10 * 100  # the accounting documented in retrieval_map
-    result = retrieval_map(x, labels, max_memory=fixed + 7 * 4 * 100, progress=False)
-    assert result.chunk_rows == 7
+    x = rng.standard_normal((1200, 8)).astype(np.float32)  # no duplicate rows
+    labels = rng.integers(0, 6, 1200)
+    assert retrieval_map(x, labels, progress=False).chunk_rows == 1536  # one chunk of 3 tiles
+    # The accounting documented in retrieval_map: copies, padded tile, per-item arrays, row buffers.
+    fixed = x.nbytes + 512 * 8 * 4 + 64 * (1200 + 1200) + 10 * 1200
+    row_bytes = 4 * 1200
+    assert retrieval_map(x, labels, max_memory=fixed + 1100 * row_bytes, progress=False).chunk_rows == 1024
+    assert retrieval_map(x, labels, max_memory=fixed + 700 * row_bytes, progress=False).chunk_rows == 512
+    with pytest.raises(FeatkitError, match="too small"):
+        retrieval_map(x, labels, max_memory=fixed + 400 * row_bytes, progress=False)
+    assert retrieval_map(x, labels, chunk_rows=7, progress=False).chunk_rows == 512  # whole tiles
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_chunked_equals_unchunked(metric):
-    # Tie-free random rows plus exactly representable rows with many ties and duplicates.
+    # Tie-free random rows, exactly representable rows with ties and duplicates, and quantised
+    # rows whose equal true scores are not exactly representable (like raw pixels): the float32
+    # scores, and so the ties and every metric, must not depend on the chunk size.
     rng = np.random.default_rng(9)
-    exact = sparse_sign_vectors(rng, 60, 8) if metric == "cosine" else rng.integers(-1, 2, (60, 8))
-    x = np.vstack([rng.standard_normal((60, 8)), exact]).astype(np.float32)
-    labels = rng.integers(0, 6, 120)
+    exact = sparse_sign_vectors(rng, 300, 8) if metric == "cosine" else rng.integers(-1, 2, (300, 8))
+    quantised = rng.integers(0, 4, (500, 8)) / 3.0 + 0.1
+    x = np.vstack([rng.standard_normal((300, 8)), exact, quantised]).astype(np.float32)
+    labels = rng.integers(0, 6, len(x))
     whole = retrieval_map(x, labels, metric=metric, progress=False)
-    tiny = retrieval_map(x, labels, metric=metric, max_memory=40_000, progress=False)
-    assert whole.chunk_rows == 120 and 1 < tiny.chunk_rows < 60
-    for chunk_rows in (1, 7, 13, 64):
-        chunked = retrieval_map(x, labels, metric=metric, chunk_rows=chunk_rows, progress=False)
-        assert chunked.chunk_rows == chunk_rows
-        for result in (tiny, chunked):
-            assert result.metrics() == whole.metrics()
-            np.testing.assert_array_equal(result.per_query_ap, whole.per_query_ap)
-            assert result.per_class_ap == whole.per_class_ap
-    expected, _, _ = naive_retrieval(x, labels, metric=metric)
-    assert_metrics_close(whole, expected)
+    small = retrieval_map(x, labels, metric=metric, max_memory="5MB", progress=False)
+    assert whole.chunk_rows == 1536 and small.chunk_rows == 512
+    for result in (small, retrieval_map(x, labels, metric=metric, chunk_rows=1024, progress=False)):
+        assert result.metrics() == whole.metrics()
+        np.testing.assert_array_equal(result.per_query_ap, whole.per_query_ap)
+        assert result.per_class_ap == whole.per_class_ap
+    gallery = retrieval_map(x[:700], labels[:700], x[300:], labels[300:], metric=metric, progress=False)
+    for chunk_rows in (512, None):
+        chunked = retrieval_map(
+            x[:700], labels[:700], x[300:], labels[300:], metric=metric, chunk_rows=chunk_rows, max_memory="4MB", progress=False
+        )
+        assert chunked.chunk_rows == 512
+        np.testing.assert_array_equal(chunked.per_query_ap, gallery.per_query_ap)
 
 
 def test_duplicate_gallery_vectors_tie_whatever_their_position():
@@ -343,7 +353,7 @@ def test_duplicate_gallery_vectors_tie_whatever_their_position():
     x = base[pick]
     labels = rng.integers(0, 3, 300)
     for metric in ("cosine", "euclidean"):
-        result = retrieval_map(x, labels, metric=metric, chunk_rows=7, progress=False)
+        result = retrieval_map(x, labels, metric=metric, progress=False)
         expected, per_class, _ = naive_retrieval(x, labels, metric=metric)
         assert_metrics_close(result, expected, atol=1e-9)
         assert result.per_class_ap == pytest.approx(per_class)
@@ -370,6 +380,8 @@ def test_string_labels_and_input_not_modified():
     result = retrieval_map(x, np.array(["cat", "cat", "dog", "dog"]), progress=False)
     np.testing.assert_array_equal(x, before)
     assert result.map == 1.0 and set(result.per_class_ap) == {"cat", "dog"}
+    as_objects = retrieval_map(x, np.array(["cat", "cat", "dog", "dog"], dtype=object), progress=False)
+    assert as_objects.per_class_ap == result.per_class_ap
 
 
 def test_bad_inputs_raise_featkit_errors():
