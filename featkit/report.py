@@ -735,6 +735,7 @@ def report(
     alpha: float = 0.05,
     perturb_eps: float | None = None,
     figures: bool = True,
+    dpi: int = 150,
 ) -> Report:
     """Collect result records (folders, files or in-memory records) into a :class:`Report`:
     tables, rank statistics, effective robustness and figures. With ``out`` it is also written
@@ -745,7 +746,8 @@ def report(
     fitted over ``baseline`` (model ids; default all) with the ``transform`` (probit or logit)
     on ``shift_metric`` of ``shift_task`` (default: linear_probe, else knn, else retrieval).
     ``perturb_eps``: the budget of the clean-vs-perturbed table (default: each sweep's
-    largest)."""
+    largest). ``figures=False`` computes tables and statistics only; ``dpi`` is the PNG
+    resolution when writing."""
     from featkit import plots
 
     if transform not in TRANSFORMS:
@@ -836,7 +838,7 @@ def report(
         rep.skipped["clean_vs_perturbed"] = f"clean vs perturbed: {reason}"
         rep.skipped["accuracy_vs_eps"] = f"accuracy vs eps: {reason}"
     if out is not None:
-        rep.write(out)
+        rep.write(out, dpi=dpi)
     return rep
 
 
