@@ -592,23 +592,29 @@ def _ensure_tiny_timm_arch() -> None:
         register_model(featkit_tiny_siglip_vit)
 
 
-def _tiny_spec(name, kinds, pre_overlay, description, notes="random weights by design") -> ExtractorSpec:
-    pre = preprocess_cfg(TINY_CONFIGS[name], pre_overlay)
-    return ExtractorSpec(
-        name=name, family="test", kinds=kinds, preprocessing=_preprocessing_summary(pre),
-        weights="random", description=description, notes=notes, options={"preprocess": pre},
-    )
+#: The tiny towers' preprocessing, as a tag would give it (overlay on open_clip's defaults).
+TINY_PREPROCESS: dict[str, dict[str, Any]] = {
+    "test:tiny-eva": {},
+    "test:tiny-siglip": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"},
+}
 
-
-TINY_EVA = _tiny_spec(
-    "test:tiny-eva", {"visual": 192, "aligned": 64, "patch_mean": 192}, {},
-    "open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = projection), "
-    "seeded random init",
+TINY_EVA = ExtractorSpec(
+    name="test:tiny-eva",
+    family="test",
+    kinds={"visual": 192, "aligned": 64, "patch_mean": 192},
+    preprocessing=Preprocessing(size=224, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest"),
+    weights="random",
+    description="open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = "
+    "projection), seeded random init",
+    notes="random weights by design",
 )
-TINY_SIGLIP = _tiny_spec(
-    "test:tiny-siglip", {"visual": 32, "aligned": 32, "patch_mean": 32},
-    {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"},
-    "open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
+TINY_SIGLIP = ExtractorSpec(
+    name="test:tiny-siglip",
+    family="test",
+    kinds={"visual": 32, "aligned": 32, "patch_mean": 32},
+    preprocessing=Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash"),
+    weights="random",
+    description="open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
     notes=f"random weights by design; {NO_PROJECTION_NOTE}",
 )
 
@@ -625,7 +631,8 @@ def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, device="cpu", precisi
     if weights:
         path, identity, _ = _user_weights(weights, TINY_CONFIGS[spec.name])
         load_visual_weights(visual, path)
-    return OpenClipExtractor(spec, visual, preprocessing=spec.options["preprocess"],
+    pre = preprocess_cfg(TINY_CONFIGS[spec.name], TINY_PREPROCESS[spec.name])
+    return OpenClipExtractor(spec, visual, preprocessing=pre,
                              weights_identity=identity, device=device, precision=precision)
 
 
