@@ -108,6 +108,8 @@ class HFFamily(Family):
                 return spec
         if not name:
             raise UnknownNameError("empty hf model id; use hf:<hub id or local directory>")
+        if Path(name).expanduser().is_dir():  # one id per directory, however it was spelled
+            name = str(Path(name).expanduser().resolve())
         return ExtractorSpec(
             name=f"hf:{name}",
             family="hf",
@@ -234,7 +236,10 @@ def load_hf_vlm(
 
     path = Path(path)
     options = dict(options or {})
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise MissingWeightsError(f"cannot read the config of {spec.name} in {path}: {_first_line(err)}") from None
     architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     if architecture not in ARCHITECTURES:
         raise UnknownNameError(

@@ -337,6 +337,19 @@ def test_adapter_equals_merged_model(adapter_dirs, llava):
     assert full.weights_identity.startswith("sha256:") and llava.weights_identity == "random:seed0"
 
 
+def test_adapter_features_are_cached_under_the_adapter(adapter_dirs, tmp_path):
+    import featkit
+    from featkit.errors import CacheError
+
+    adapter, _ = adapter_dirs
+    featkit.extract("test:tiny-llava", "digits", splits=("val",), features=["last_token"], adapter=adapter,
+                    cache_dir=tmp_path, progress=False, num_workers=0)
+    fs = featkit.load("test:tiny-llava", "digits", "val", "last_token", cache_dir=tmp_path, adapter=adapter)
+    assert fs.features.shape == (136, 48)
+    with pytest.raises(CacheError):
+        featkit.load("test:tiny-llava", "digits", "val", "last_token", cache_dir=tmp_path)
+
+
 def test_adapter_only_directory_loads_its_base(adapter_dirs):
     adapter, merged = adapter_dirs
     config = json.loads((adapter / "adapter_config.json").read_text())
