@@ -293,7 +293,13 @@ def load_hf_vlm(
 
 
 def _merge_adapter(model, adapter: str):
-    """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime)."""
+    """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime).
+
+    An adapter whose weights do not all find their modules is refused: peft would only warn and
+    leave those LoRA matrices at their initial values.
+    """
+    import warnings
+
     from extractors.weights import weights_identity
 
     adapter_path = Path(adapter).expanduser()
@@ -302,7 +308,16 @@ def _merge_adapter(model, adapter: str):
     from peft import PeftModel
 
     identity = weights_identity(adapter_path)
-    peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    for warning in caught:
+        if "missing adapter keys" in str(warning.message):
+            raise MissingWeightsError(
+                f"--adapter {adapter}: its weights do not match this model's modules "
+                f"({_first_line(warning.message)[:200]}...); was it trained on this base model?"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return peft_model.merge_and_unload(), identity
 
 

@@ -337,6 +337,20 @@ def test_adapter_equals_merged_model(adapter_dirs, llava):
     assert full.weights_identity.startswith("sha256:") and llava.weights_identity == "random:seed0"
 
 
+def test_adapter_that_does_not_fit_is_refused(adapter_dirs, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter, _ = adapter_dirs
+    moved = tmp_path / "moved"
+    shutil.copytree(adapter, moved)
+    state = load_file(moved / "adapter_model.safetensors")
+    save_file({k.replace("layers.0.", "layers.7."): v for k, v in state.items()}, moved / "adapter_model.safetensors")
+    with pytest.raises(MissingWeightsError, match="do not match"):
+        load_extractor("test:tiny-llava", options={"adapter": str(moved)})
+    with pytest.raises(MissingWeightsError, match="adapter_config.json"):
+        load_extractor("test:tiny-llava", options={"adapter": str(tmp_path)})
+
+
 def test_adapter_features_are_cached_under_the_adapter(adapter_dirs, tmp_path):
     import featkit
     from featkit.errors import CacheError
