@@ -10,6 +10,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """One intra-op thread: the tiny test models' matrix products are far slower with thread
+    hand-offs than without, above all on a loaded 2-core machine."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def digits_cache(tmp_path_factory):
     """Cache dir holding ``test:tiny-clip`` and ``pixels:8`` features of digits (all splits)."""
