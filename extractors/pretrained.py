@@ -81,10 +81,17 @@ def hf_endpoint() -> str:
 
 
 def reachable(url: str) -> bool:
-    """Whether ``url``'s host accepts a TCP connection within a few seconds (cached per host)."""
+    """Whether ``url``'s host (or the proxy configured for it) accepts a TCP connection within a
+    few seconds (cached per host)."""
+    from urllib.request import getproxies, proxy_bypass
+
     parsed = urlparse(url)
     host = parsed.hostname or ""
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    proxy = getproxies().get(parsed.scheme) or getproxies().get("all")
+    if proxy and not proxy_bypass(host):
+        proxied = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 8080
     if (host, port) not in _REACHABLE:
         try:
             with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
