@@ -1,0 +1,780 @@
+"""Linear probe: multinomial logistic regression by full-batch L-BFGS in torch, an L2-strength
+sweep scored on a validation split, one refit, and one final score on test.
+
+The objective is scikit-learn's, so ``C`` means what it means in ``LogisticRegression(C=...)``::
+
+    sum_i CE(W x_i + b, y_i) + ||W||^2 / (2 C)        (the bias is not penalised)
+
+Internally it is divided by n (mean cross-entropy), as scikit-learn's lbfgs path does, so the
+gradient tolerance ``tol`` has the same meaning as scikit-learn's ``tol`` for ``solver="lbfgs"``.
+
+Test labels cannot reach model selection: :func:`fit_linear_probe` takes no test data at all;
+:func:`evaluate_linear_probe` scores the fitted probe on test once, afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featkit.errors import FeatkitError
+from probes.classification import ClassificationMetrics, score_classification
+
+NORMALIZATIONS = ("none", "l2", "standardize")
+
+#: Default C grid for unit-norm features (see :func:`default_c_grid`).
+UNIT_NORM_C_GRID = tuple(float(c) for c in 10.0 ** np.linspace(-2.0, 5.0, 15))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _normalization_stats(
+    features: np.ndarray, normalization: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(mean, std) for ``standardize`` (std of constant features set to 1), else (None, None)."""
+    if normalization not in NORMALIZATIONS:
+        raise FeatkitError(
+            f"unknown normalisation {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
+        )
+    if normalization != "standardize":
+        return None, None
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _normalize_tensor(
+    x: torch.Tensor, normalization: str, mean: torch.Tensor | None, std: torch.Tensor | None
+) -> torch.Tensor:
+    if normalization == "l2":
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if normalization == "standardize":
+        return (x - mean) / std
+    return x
+
+
+# --------------------------------------------------------------------------- saved probe
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A trained linear classifier over raw features: normalise, then ``x @ weight.T + bias``.
+
+    ``weight`` is ``K x D`` and ``bias`` ``K`` (float32); ``mean``/``std`` are set only for
+    ``normalization == "standardize"`` (train statistics). :meth:`logits` is differentiable in
+    its input, so attacks can perturb raw features.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    class_names: tuple[str, ...]
+    normalization: str = "none"
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    C: float = float("nan")
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
+        """Apply the stored normalisation (differentiably) to raw features."""
+        dev, dt = features.device, features.dtype
+        mean = None if self.mean is None else torch.as_tensor(self.mean, device=dev, dtype=dt)
+        std = None if self.std is None else torch.as_tensor(self.std, device=dev, dtype=dt)
+        return _normalize_tensor(features, self.normalization, mean, std)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits ``N x K`` for raw features ``N x D`` (normalisation, then linear map)."""
+        if features.shape[-1] != self.dim:
+            raise ValueError(f"probe expects {self.dim}-d features, got {features.shape[-1]}-d")
+        dev, dt = features.device, features.dtype
+        weight = torch.as_tensor(self.weight, device=dev, dtype=dt)
+        bias = torch.as_tensor(self.bias, device=dev, dtype=dt)
+        return torch.nn.functional.linear(self.normalize(features), weight, bias)
+
+    def predict_scores(self, features: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """Logits as a NumPy ``N x K`` float32 array."""
+        x = np.asarray(features, dtype=np.float32)
+        out = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
+                out[start : start + batch_size] = self.logits(chunk).numpy()
+        return out
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted class ids (ties go to the lower id)."""
+        return np.argmax(self.predict_scores(features), axis=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``.npz`` (NumPy arrays + JSON-free scalars) or ``.pt`` (a plain dict).
+
+        Keys: ``weight`` (K x D float32), ``bias`` (K), ``class_names`` (K str),
+        ``normalization`` (str), ``mean``/``std`` (D, present only for standardize), ``C``.
+        """
+        path = Path(path)
+        payload = self._payload()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".npz":
+            arrays = {k: v for k, v in payload.items() if v is not None}
+            arrays["class_names"] = np.asarray(payload["class_names"], dtype=np.str_)
+            arrays["normalization"] = np.asarray(payload["normalization"])
+            arrays["C"] = np.asarray(payload["C"], dtype=np.float64)
+            with path.open("wb") as handle:
+                np.savez(handle, **arrays)
+        elif path.suffix == ".pt":
+            tensors = {
+                k: torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in payload.items()
+            }
+            torch.save(tensors, path)
+        else:
+            raise FeatkitError(f"probe file {path} must end in .npz or .pt")
+        return path
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "weight": np.asarray(self.weight, dtype=np.float32),
+            "bias": np.asarray(self.bias, dtype=np.float32),
+            "class_names": list(self.class_names),
+            "normalization": self.normalization,
+            "mean": None if self.mean is None else np.asarray(self.mean, dtype=np.float32),
+            "std": None if self.std is None else np.asarray(self.std, dtype=np.float32),
+            "C": float(self.C),
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearProbe:
+        """Read a probe written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FeatkitError(f"probe file {path} does not exist")
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    raw = {k: data[k] for k in data.files}
+                raw["class_names"] = [str(c) for c in raw["class_names"].tolist()]
+                raw["normalization"] = str(raw["normalization"])
+                raw["C"] = float(raw["C"])
+            elif path.suffix == ".pt":
+                raw = torch.load(path, map_location="cpu", weights_only=True)
+                raw = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
+            else:
+                raise FeatkitError(f"probe file {path} must end in .npz or .pt")
+        except (KeyError, ValueError, OSError, RuntimeError, zipfile.BadZipFile) as err:
+            raise FeatkitError(f"probe file {path} is not a saved linear probe ({err})") from err
+        missing = {"weight", "bias", "class_names", "normalization"} - set(raw)
+        if missing:
+            raise FeatkitError(f"probe file {path} lacks {', '.join(sorted(missing))}")
+        return cls(
+            weight=np.asarray(raw["weight"], dtype=np.float32),
+            bias=np.asarray(raw["bias"], dtype=np.float32),
+            class_names=tuple(raw["class_names"]),
+            normalization=str(raw["normalization"]),
+            mean=None if raw.get("mean") is None else np.asarray(raw["mean"], dtype=np.float32),
+            std=None if raw.get("std") is None else np.asarray(raw["std"], dtype=np.float32),
+            C=float(raw.get("C", float("nan"))),
+        )
+
+
+# --------------------------------------------------------------------------- solver
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float64": torch.float64}[dtype]
+    except KeyError:
+        raise FeatkitError(f"dtype must be float32 or float64, got {dtype!r}") from None
+
+
+class _Objective:
+    """Mean cross-entropy + (lam / 2) ||W||^2 and its gradient, for ``theta = [W | b]``."""
+
+    def __init__(self, x_aug: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 chunk_rows: int):
+        self.x = x_aug  # n x (D + 1), last column ones
+        self.n = x_aug.shape[0]
+        self.chunks = []  # (start, stop, flat index of each row's true-class logit)
+        for start in range(0, self.n, chunk_rows):
+            y = labels[start : start + chunk_rows]
+            rows = torch.arange(len(y), device=y.device)
+            self.chunks.append((start, start + len(y), rows * num_classes + y))
+        self.minus_one = torch.full((min(chunk_rows, self.n),), -1.0, dtype=x_aug.dtype,
+                                    device=x_aug.device)
+        self.evaluations = 0
+
+    def __call__(self, theta: torch.Tensor, lam: float) -> tuple[float, torch.Tensor]:
+        self.evaluations += 1
+        grad = torch.zeros_like(theta)
+        ce = 0.0
+        for start, stop, flat in self.chunks:
+            x = self.x[start:stop]
+            logits = x @ theta.T
+            lse = torch.logsumexp(logits, dim=1)
+            ce += float((lse - logits.view(-1)[flat]).sum(dtype=torch.float64))
+            prob = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            prob.view(-1).index_add_(0, flat, self.minus_one[: stop - start])
+            grad.addmm_(prob.T, x)
+        grad.div_(self.n)
+        w = theta[:, :-1]
+        grad[:, :-1].add_(w, alpha=lam)
+        penalty = 0.5 * lam * float(torch.sum(w * w, dtype=torch.float64))
+        return ce / self.n + penalty, grad
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Inner product accumulated in float64 (float32 sums lose slopes near the optimum)."""
+    return float(torch.dot(a.reshape(-1).double(), b.reshape(-1).double()))
+
+
+class _LbfgsHistory:
+    """L-BFGS curvature pairs in fixed float64 buffers, with the two-loop recursion done on
+    their inner products (a handful of tensor ops per iteration instead of four per pair).
+
+    When only the L2 strength changes, each pair is corrected exactly (y += dlam * s on the
+    penalised block), so a warm start across the C grid keeps its history.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.s_buf: torch.Tensor | None = None  # size x p, rows indexed by slot
+        self.y_buf: torch.Tensor | None = None
+        self.order: list[int] = []  # live slots, oldest first
+        self.sy = np.zeros((size, size))  # sy[i, j] = s_i . y_j (slots)
+        self.yy = np.zeros((size, size))
+
+    @property
+    def pairs(self) -> list[int]:
+        return self.order
+
+    def clear(self) -> None:
+        self.order = []
+
+    def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+        s, y = s.reshape(-1).double(), y.reshape(-1).double()
+        sy, yy = float(torch.dot(s, y)), float(torch.dot(y, y))
+        if not (math.isfinite(sy) and sy > 1e-10 * yy):
+            return
+        if self.s_buf is None:
+            self.s_buf = s.new_zeros(self.size, s.numel())
+            self.y_buf = y.new_zeros(self.size, y.numel())
+        if len(self.order) == self.size:
+            slot = self.order.pop(0)
+        else:
+            slot = next(i for i in range(self.size) if i not in self.order)
+        self.s_buf[slot] = s
+        self.y_buf[slot] = y
+        s_dot_y = (self.s_buf @ y).cpu().numpy()  # s_i . y_new
+        y_dot_s = (self.y_buf @ s).cpu().numpy()  # y_i . s_new
+        y_dot_y = (self.y_buf @ y).cpu().numpy()
+        self.sy[:, slot] = s_dot_y
+        self.sy[slot, :] = y_dot_s
+        self.sy[slot, slot] = sy
+        self.yy[:, slot] = y_dot_y
+        self.yy[slot, :] = y_dot_y
+        self.yy[slot, slot] = yy
+        self.order.append(slot)
+
+    def shift_penalty(self, dlam: float, shape: tuple[int, int]) -> None:
+        if not self.order:
+            return
+        assert self.s_buf is not None and self.y_buf is not None
+        y3 = self.y_buf.view(self.size, *shape)
+        y3[:, :, :-1].add_(self.s_buf.view(self.size, *shape)[:, :, :-1], alpha=dlam)
+        self.sy = (self.s_buf @ self.y_buf.T).cpu().numpy()
+        self.yy = (self.y_buf @ self.y_buf.T).cpu().numpy()
+        self.order = [i for i in self.order if self.sy[i, i] > 1e-10 * self.yy[i, i]]
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """-H g for the L-BFGS inverse-Hessian estimate H (plain -g without history)."""
+        if not self.order:
+            return grad.neg()
+        assert self.s_buf is not None and self.y_buf is not None
+        g = grad.reshape(-1).double()
+        sg = (self.s_buf @ g).cpu().numpy()
+        yg = (self.y_buf @ g).cpu().numpy()
+        idx = self.order
+        m = len(idx)
+        sy = self.sy[np.ix_(idx, idx)]
+        yy = self.yy[np.ix_(idx, idx)]
+        rho = 1.0 / np.diag(sy)
+        alpha = np.zeros(m)
+        for k in range(m - 1, -1, -1):  # q = -g - sum_{j>k} alpha_j y_j
+            alpha[k] = rho[k] * (-sg[idx[k]] - alpha[k + 1 :] @ sy[k, k + 1 :])
+        gamma = sy[-1, -1] / yy[-1, -1]
+        beta = np.zeros(m)
+        for k in range(m):  # r = gamma * q_final + sum_{j<k} (alpha_j - beta_j) s_j
+            y_dot_r = gamma * (-yg[idx[k]] - yy[k] @ alpha) + (alpha[:k] - beta[:k]) @ sy[:k, k]
+            beta[k] = rho[k] * y_dot_r
+        coef_y = np.zeros(self.size)
+        coef_s = np.zeros(self.size)
+        coef_y[idx] = -gamma * alpha
+        coef_s[idx] = alpha - beta
+        to = dict(device=grad.device, dtype=torch.float64)
+        direction = torch.as_tensor(coef_y, **to) @ self.y_buf
+        direction.add_(torch.as_tensor(coef_s, **to) @ self.s_buf).add_(g, alpha=-gamma)
+        return direction.to(grad.dtype).view_as(grad)
+
+
+@dataclass(frozen=True)
+class _SolveInfo:
+    loss: float
+    n_iter: int
+    converged: bool
+    stop: str  # "gtol", "ftol", "line_search" or "max_iter"
+
+
+def _lbfgs(
+    objective: _Objective,
+    theta: torch.Tensor,
+    lam: float,
+    history: _LbfgsHistory,
+    *,
+    tol: float,
+    max_iter: int,
+) -> tuple[torch.Tensor, _SolveInfo]:
+    """Minimise ``objective(., lam)`` from ``theta`` with backtracking L-BFGS.
+
+    A step is accepted on the Armijo condition or, once loss differences sink into rounding
+    noise (float32), on Hager and Zhang's approximate Wolfe condition, which only uses the
+    directional derivative: 0.9 f'(0) <= f'(t) <= 0.8 |f'(0)|. Stops when max |grad| <= tol
+    (scikit-learn's ``gtol``), when an Armijo step's relative decrease is below 64 float64
+    epsilons (scikit-learn's ``ftol``), when no step can be found, or after ``max_iter``.
+    """
+    noise = 10 * torch.finfo(theta.dtype).eps
+    ftol = 64 * np.finfo(np.float64).eps
+    loss, grad = objective(theta, lam)
+    n_iter = 0
+    converged = float(grad.abs().max()) <= tol
+    stop = "gtol" if converged else "max_iter"
+    while not converged and n_iter < max_iter:
+        direction = history.direction(grad)
+        slope = _dot(grad, direction)
+        if not slope < 0:  # lost descent (numerical trouble): restart from steepest descent
+            history.clear()
+            direction = grad.neg()
+            slope = _dot(grad, direction)
+        step = 1.0 if history.pairs else min(1.0, 1.0 / float(grad.abs().sum()))
+        accepted = armijo = False
+        for _ in range(30):
+            candidate = theta.add(direction, alpha=step)
+            new_loss, new_grad = objective(candidate, lam)
+            if math.isfinite(new_loss):
+                if new_loss <= loss + 1e-4 * step * slope:
+                    accepted = armijo = True
+                    break
+                if abs(new_loss - loss) <= noise * max(abs(loss), 1.0):
+                    new_slope = _dot(new_grad, direction)
+                    if 0.9 * slope <= new_slope <= -0.8 * slope:
+                        accepted = True
+                        break
+                # minimiser of the quadratic through f(0), f'(0), f(t)
+                denom = 2.0 * (new_loss - loss - slope * step)
+                trial = -slope * step * step / denom if denom > 0 else 0.5 * step
+                step = min(max(trial, 0.1 * step), 0.5 * step)
+            else:
+                step *= 0.1
+            if step * -slope < noise * max(abs(loss), 1.0) * 1e-3:
+                break  # the step is too short to change anything
+        if not accepted:
+            stop = "line_search"
+            break
+        n_iter += 1
+        history.push(candidate - theta, new_grad - grad)
+        decrease = (loss - new_loss) / max(abs(loss), abs(new_loss), 1.0)
+        theta, loss, grad = candidate, new_loss, new_grad
+        converged = float(grad.abs().max()) <= tol
+        if converged:
+            stop = "gtol"
+        elif armijo and decrease <= ftol:
+            stop = "ftol"
+            break
+    return theta, _SolveInfo(loss=loss, n_iter=n_iter, converged=converged, stop=stop)
+
+
+def _augment(features: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(features), device=device, dtype=dtype)
+    return torch.cat([x, torch.ones(x.shape[0], 1, device=device, dtype=dtype)], dim=1)
+
+
+def _check_labels(labels: np.ndarray, n_classes: int, what: str) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise FeatkitError(
+            f"{what} labels must lie in [0, {n_classes}); got [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """One solved problem: ``weight`` K x D, ``bias`` K (float64), the regularised loss in
+    scikit-learn's convention (sum of CE + ||W||^2 / 2C), iterations and convergence."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    C: float
+    loss: float
+    n_iter: int
+    converged: bool
+
+
+def fit_logistic_regression(
+    features: np.ndarray,
+    labels: np.ndarray,
+    C: float,
+    *,
+    num_classes: int | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 1000,
+    history_size: int = 20,
+    dtype: str | torch.dtype = "float64",
+    device: str | torch.device | None = None,
+    chunk_rows: int = 65536,
+) -> LogisticFit:
+    """Multinomial logistic regression at one ``C`` (scikit-learn's objective), from zero.
+
+    The features are used as given (no normalisation); see :func:`fit_linear_probe` for the
+    probe protocol. Float64 by default: this is the reference-grade single fit.
+    """
+    dev, dt = _resolve_device(device), _resolve_dtype(dtype)
+    x = np.asarray(features)
+    n_classes = int(num_classes if num_classes is not None else np.max(labels) + 1)
+    y = _check_labels(labels, n_classes, "training")
+    objective = _Objective(
+        _augment(x, dev, dt), torch.as_tensor(y, device=dev), n_classes, chunk_rows
+    )
+    theta = torch.zeros(n_classes, x.shape[1] + 1, device=dev, dtype=dt)
+    lam = 1.0 / (C * x.shape[0])
+    theta, info = _lbfgs(
+        objective, theta, lam, _LbfgsHistory(history_size), tol=tol, max_iter=max_iter
+    )
+    theta64 = theta.to(torch.float64).cpu().numpy()
+    return LogisticFit(
+        weight=theta64[:, :-1],
+        bias=theta64[:, -1],
+        C=float(C),
+        loss=info.loss * x.shape[0],
+        n_iter=info.n_iter,
+        converged=info.converged,
+    )
+
+
+def regularized_loss(
+    weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, C: float
+) -> float:
+    """scikit-learn's objective in float64: sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C)."""
+    w = np.asarray(weight, dtype=np.float64)
+    logits = np.asarray(features, dtype=np.float64) @ w.T + np.asarray(bias, dtype=np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    ce = lse - logits[np.arange(len(labels)), np.asarray(labels)]
+    return float(ce.sum() + np.sum(w * w) / (2.0 * C))
+
+
+# --------------------------------------------------------------------------- probe protocol
+
+
+def default_c_grid(mean_squared_norm: float = 1.0) -> tuple[float, ...]:
+    """15 values 10^-2 .. 10^5 (half-decade steps) for unit-norm features, divided by the mean
+    squared feature norm otherwise.
+
+    Why this range: with the summed loss, ``C`` trades ``||W||^2 / 2C`` against a CE that grows
+    with n. On unit-norm features C = 10^-2 is regularised enough to act as a nearest-class-mean
+    classifier (near-uniform probabilities), and C = 10^5 is practically unregularised for
+    train sets of 10^3 - 10^5 images; tuned optima for CLIP/DINOv2-like features fall inside.
+    Scaling features by s is equivalent to scaling C by s^2, hence the division.
+    """
+    scale = 1.0 / mean_squared_norm if mean_squared_norm > 0 else 1.0
+    return tuple(float(c * scale) for c in UNIT_NORM_C_GRID)
+
+
+def split_validation(
+    labels: np.ndarray, fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified random split of a train split into (train_idx, val_idx), sorted.
+
+    Each class with at least two samples gives round(fraction * n_c) samples (at least one,
+    never all) to validation; single-sample classes stay in train. Seeded, deterministic.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise FeatkitError(f"validation fraction must lie in (0, 1), got {fraction}")
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < 2:
+            continue
+        take = min(max(1, int(round(fraction * len(members)))), len(members) - 1)
+        val_parts.append(rng.permutation(members)[:take])
+    val_idx = np.sort(np.concatenate(val_parts)) if val_parts else np.zeros(0, dtype=np.int64)
+    train_mask = np.ones(len(labels), dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask), val_idx
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """Validation score of the train-only fit at one ``C``."""
+
+    C: float
+    val_top1: float
+    n_iter: int
+    converged: bool
+
+
+@dataclass(frozen=True)
+class LinearProbeFit:
+    """Everything decided without test data: the trained probe, the chosen ``C`` and the
+    sweep curve. Score it with :func:`evaluate_linear_probe`."""
+
+    probe: LinearProbe
+    C: float
+    sweep: tuple[SweepPoint, ...]
+    normalization: str
+    refit_on_val: bool
+    tol: float
+    max_iter: int
+    dtype: str
+    seed: int
+    n_train: int
+    n_val: int
+    refit_n_iter: int
+    refit_converged: bool
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "normalization": self.normalization,
+            "c_grid": [p.C for p in self.sweep],
+            "selection": "val top1 (ties -> smaller C)",
+            "refit_on_val": self.refit_on_val,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+        }
+
+    def sweep_curve(self) -> list[dict[str, float]]:
+        return [{"C": p.C, "val_top1": p.val_top1} for p in self.sweep]
+
+
+def fit_linear_probe(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
+    *,
+    class_names: Sequence[str] | None = None,
+    normalization: str = "l2",
+    c_grid: Sequence[float] | None = None,
+    refit_on_val: bool = True,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    history_size: int = 20,
+    dtype: str = "float32",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    chunk_rows: int = 65536,
+    progress: bool = True,
+) -> LinearProbeFit:
+    """Sweep ``C`` on train (ascending, warm-started, history carried over), pick the best val
+    top-1 (ties -> the smaller C, i.e. stronger regularisation), then refit at that C on
+    train + val (``refit_on_val=True``, the default, as DINOv2 does) or keep the train fit.
+
+    ``normalization``: ``"l2"`` (default), ``"standardize"`` (train mean/std) or ``"none"``;
+    it is stored in the probe. ``c_grid`` defaults to :func:`default_c_grid` scaled to the
+    normalised train features. ``dtype="float32"`` is the fast path; the solver's loss sums
+    run in float64 either way. No test data goes in: see :func:`evaluate_linear_probe`.
+    """
+    torch.manual_seed(seed)
+    dev, dt = _resolve_device(device), _resolve_dtype(dtype)
+    train_x = np.asarray(train_features, dtype=np.float32)
+    val_x = np.asarray(val_features, dtype=np.float32)
+    if train_x.ndim != 2 or val_x.ndim != 2 or train_x.shape[1] != val_x.shape[1]:
+        raise FeatkitError(
+            f"train and val features must be 2-D with the same width; got {train_x.shape} "
+            f"and {val_x.shape}"
+        )
+    if len(val_x) == 0:
+        raise FeatkitError("the validation split is empty; C cannot be selected without it")
+    n_classes = len(class_names) if class_names is not None else int(max(
+        np.max(train_labels), np.max(val_labels)) + 1)
+    names = tuple(class_names) if class_names is not None else tuple(map(str, range(n_classes)))
+    train_y = _check_labels(train_labels, n_classes, "train")
+    val_y = _check_labels(val_labels, n_classes, "val")
+    absent = np.flatnonzero(np.bincount(train_y, minlength=n_classes) == 0)
+    if absent.size:
+        shown = ", ".join(names[i] for i in absent[:5]) + (" ..." if absent.size > 5 else "")
+        raise FeatkitError(
+            f"{absent.size} class(es) have no training samples ({shown}); a logistic "
+            "regression cannot learn them: drop or merge them (--label-map)"
+        )
+
+    mean, std = _normalization_stats(train_x, normalization)
+    t_mean = None if mean is None else torch.as_tensor(mean, device=dev, dtype=dt)
+    t_std = None if std is None else torch.as_tensor(std, device=dev, dtype=dt)
+
+    def prepare(x: np.ndarray) -> torch.Tensor:
+        xt = torch.as_tensor(x, device=dev, dtype=dt)
+        xt = _normalize_tensor(xt, normalization, t_mean, t_std)
+        return torch.cat([xt, torch.ones(xt.shape[0], 1, device=dev, dtype=dt)], dim=1)
+
+    train_aug, val_aug = prepare(train_x), prepare(val_x)
+    if c_grid is None:
+        mean_sq = float((train_aug[:, :-1].double() ** 2).sum(dim=1).mean())
+        c_grid = default_c_grid(mean_sq)
+    grid = sorted(float(c) for c in c_grid)
+    if not grid or grid[0] <= 0:
+        raise FeatkitError(f"the C grid must hold positive values; got {list(c_grid)}")
+
+    objective = _Objective(train_aug, torch.as_tensor(train_y, device=dev), n_classes, chunk_rows)
+    history = _LbfgsHistory(history_size)
+    theta = torch.zeros(n_classes, train_x.shape[1] + 1, device=dev, dtype=dt)
+    n_train = len(train_y)
+    sweep: list[SweepPoint] = []
+    best: tuple[float, float, torch.Tensor] | None = None  # (val_top1, C, theta)
+    previous_lam = None
+    bar = _progress(grid, progress, "C sweep")
+    for C in bar:
+        lam = 1.0 / (C * n_train)
+        if previous_lam is not None:
+            history.shift_penalty(lam - previous_lam, tuple(theta.shape))
+        theta, info = _lbfgs(objective, theta, lam, history, tol=tol, max_iter=max_iter)
+        previous_lam = lam
+        with torch.no_grad():
+            val_pred = (val_aug @ theta.T).argmax(dim=1).cpu().numpy()
+        val_top1 = float(np.mean(val_pred == val_y))
+        sweep.append(SweepPoint(C, val_top1, info.n_iter, info.converged))
+        if best is None or val_top1 > best[0]:
+            best = (val_top1, C, theta.clone())
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(C=f"{C:.3g}", val_top1=f"{val_top1:.4f}", iters=info.n_iter)
+    assert best is not None
+    _, best_c, best_theta = best
+
+    refit_iter, refit_converged = 0, True
+    if refit_on_val:
+        both = torch.cat([train_aug, val_aug])
+        labels_both = torch.as_tensor(np.concatenate([train_y, val_y]), device=dev)
+        refit_objective = _Objective(both, labels_both, n_classes, chunk_rows)
+        lam = 1.0 / (best_c * len(labels_both))
+        best_theta, info = _lbfgs(
+            refit_objective, best_theta, lam, _LbfgsHistory(history_size), tol=tol,
+            max_iter=max_iter,
+        )
+        refit_iter, refit_converged = info.n_iter, info.converged
+    else:
+        chosen = next(p for p in sweep if p.C == best_c)
+        refit_iter, refit_converged = chosen.n_iter, chosen.converged
+
+    params = best_theta.to(torch.float32).cpu().numpy()
+    probe = LinearProbe(
+        weight=np.ascontiguousarray(params[:, :-1]),
+        bias=np.ascontiguousarray(params[:, -1]),
+        class_names=names,
+        normalization=normalization,
+        mean=mean,
+        std=std,
+        C=best_c,
+    )
+    return LinearProbeFit(
+        probe=probe,
+        C=best_c,
+        sweep=tuple(sweep),
+        normalization=normalization,
+        refit_on_val=refit_on_val,
+        tol=tol,
+        max_iter=max_iter,
+        dtype=str(dt).replace("torch.", ""),
+        seed=seed,
+        n_train=n_train,
+        n_val=len(val_y),
+        refit_n_iter=refit_iter,
+        refit_converged=refit_converged,
+    )
+
+
+def _progress(items: Sequence[float], enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+@dataclass(frozen=True)
+class LinearProbeResult:
+    """Test scores of a fitted probe plus everything chosen on validation."""
+
+    test: ClassificationMetrics
+    fit: LinearProbeFit
+
+    @property
+    def top1(self) -> float:
+        return self.test.top1
+
+    @property
+    def C(self) -> float:
+        return self.fit.C
+
+    def metrics(self) -> dict[str, float]:
+        return self.test.metrics()
+
+    def settings(self) -> dict[str, Any]:
+        return self.fit.settings()
+
+    def sweep_curve(self) -> list[dict[str, float]]:
+        return self.fit.sweep_curve()
+
+
+def evaluate_linear_probe(
+    fit: LinearProbeFit, test_features: np.ndarray, test_labels: np.ndarray
+) -> LinearProbeResult:
+    """Score the fitted probe once on test (top-1/top-5/mean per-class/per-class)."""
+    scores = fit.probe.predict_scores(test_features)
+    labels = _check_labels(test_labels, fit.probe.num_classes, "test")
+    return LinearProbeResult(
+        test=score_classification(scores, labels, fit.probe.class_names), fit=fit
+    )
+
+
+def linear_probe(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    **options: Any,
+) -> LinearProbeResult:
+    """:func:`fit_linear_probe` (which never sees test data) then :func:`evaluate_linear_probe`."""
+    fit = fit_linear_probe(train_features, train_labels, val_features, val_labels, **options)
+    return evaluate_linear_probe(fit, test_features, test_labels)
