@@ -194,14 +194,23 @@ def pgd(
                                    device=x0.device)
     else:
         delta = torch.zeros_like(x0)
+    point = torch.empty_like(x0)  # x0 + delta, the leaf the gradient is taken at (reused)
     for _ in range(steps):
-        delta.requires_grad_(True)
+        with torch.no_grad():
+            torch.add(x0, delta, out=point)
+        point.requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(head.logits(x0 + delta), goal, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, delta)
+            loss = F.cross_entropy(head.logits(point), goal, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, point)  # d/d(x0 + delta) = d/d(delta)
+        point = point.detach()
         if loss_trace is not None:
             loss_trace.append(float(loss.detach()) / max(len(x0), 1))
-        delta = project(delta.detach() + alpha * sign * _ascent_direction(grad, norm), eps, norm)
+        with torch.no_grad():
+            if norm == "linf":  # in place: the set-sized passes dominate once the probe is cheap
+                delta.add_(grad.sign_(), alpha=alpha * sign).clamp_(-eps, eps)
+            else:
+                delta = project(delta.add_(_ascent_direction(grad, norm), alpha=alpha * sign),
+                                eps, norm)
     if loss_trace is not None:
         with torch.no_grad():
             final = F.cross_entropy(head.logits(x0 + delta), goal, reduction="sum")
