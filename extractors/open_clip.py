@@ -27,6 +27,7 @@ from typing import Any
 
 from extractors import add_alias, register
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.single_thread import SingleThreadTransform
 from extractors.tiny import register_tiny
 
 __all__ = [
@@ -248,12 +249,24 @@ def _read_visual_state(path: Path) -> dict[str, Any]:
             wanted = [k for k in keys if k.startswith("visual.")] or keys
             state = {k: handle.get_tensor(k) for k in wanted}
     else:
-        from open_clip.factory import load_state_dict
-
-        state = load_state_dict(str(path))
+        state = _torch_state(path)
     if any(k.startswith("visual.") for k in state):
         state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     return state
+
+
+def _torch_state(path: Path) -> dict[str, Any]:
+    """A torch checkpoint's state dict; OpenAI's original TorchScript files load via ``jit.load``
+    (``torch.load(weights_only=True)`` refuses them), as open_clip's ``load_openai_model`` does."""
+    import torch
+    from open_clip.factory import load_state_dict
+
+    try:
+        return load_state_dict(str(path))
+    except RuntimeError as err:
+        if "TorchScript" not in str(err):
+            raise
+    return torch.jit.load(str(path), map_location="cpu").state_dict()
 
 
 def load_visual_weights(visual: Any, path: str | Path) -> None:
@@ -283,10 +296,12 @@ def _tag_source(name: str, tag: str):
 
     import open_clip
 
-    from extractors.pretrained import HubFile, UrlFile, WeightsSource
+    from extractors.pretrained import HubFile, LocalFile, UrlFile, WeightsSource
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
-    candidates: list[HubFile | UrlFile] = []
+    candidates: list[HubFile | UrlFile | LocalFile] = []
+    if cfg.get("file"):  # open_clip uses such a file as is
+        candidates.append(LocalFile(Path(cfg["file"])))
     if cfg.get("hf_hub"):
         repo_id, filename = os.path.split(cfg["hf_hub"])  # 'org/repo/' or 'org/repo/file'
         filename = filename or "open_clip_pytorch_model.bin"
@@ -297,7 +312,14 @@ def _tag_source(name: str, tag: str):
             names.append(filename[:-4] + ".safetensors")
         candidates.append(HubFile(repo_id, (*names, filename)))
     if cfg.get("url"):
-        candidates.append(UrlFile(cfg["url"], "~/.cache/clip"))
+        url = cfg["url"]
+        filename = os.path.basename(url)
+        sha256 = None  # open_clip's own convention for its two URL hosts
+        if "openaipublic" in url:
+            sha256 = url.split("/")[-2]
+        elif "mlfoundations" in url:
+            sha256 = os.path.splitext(filename)[0].split("-")[-1]
+        candidates.append(UrlFile(url, "~/.cache/clip", sha256))
     how_to = (
         f"pass --weights PATH (the checkpoint file, or a folder holding {CHECKPOINT_NAMES[0]} or "
         f"{CHECKPOINT_NAMES[2]}), or fill the cache online once with "
@@ -365,7 +387,7 @@ class OpenClipExtractor(Extractor):
         self.precision = precision
         self.weights_identity = weights_identity
         self.preprocessing = dict(preprocessing)
-        self.transform = transform or _transform(preprocessing)
+        self.transform = SingleThreadTransform(transform or _transform(preprocessing))
         self._settings = dict(settings or {})
         visual = visual.to(device).eval()
         for param in visual.parameters():

@@ -37,10 +37,12 @@ class HubFile:
 
 @dataclass(frozen=True)
 class UrlFile:
-    """A weights file downloaded from a plain URL into ``cache_dir``."""
+    """A weights file downloaded from a plain URL into ``cache_dir`` (checked against the sha256
+    prefix when the publisher gives one)."""
 
     url: str
     cache_dir: str
+    sha256_prefix: str | None = None
 
     @property
     def path(self) -> Path:
@@ -51,11 +53,21 @@ class UrlFile:
 
 
 @dataclass(frozen=True)
+class LocalFile:
+    """A weights file a library's pretrained config points at on the local file system."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
 class WeightsSource:
     """Where a named model's weights live: hub files and/or URLs, in the library's preference order."""
 
     model_id: str
-    candidates: tuple[HubFile | UrlFile, ...] = field(default_factory=tuple)
+    candidates: tuple[HubFile | UrlFile | LocalFile, ...] = field(default_factory=tuple)
     how_to: str = ""
 
 
@@ -113,8 +125,8 @@ def find_cached(source: WeightsSource) -> Path | None:
                 )
                 if isinstance(found, str) and os.path.isfile(found):
                     return Path(found)
-        elif candidate.path.is_file():
-            return candidate.path
+        elif Path(candidate.path).expanduser().is_file():
+            return Path(candidate.path).expanduser()
     return None
 
 
@@ -137,7 +149,8 @@ def _download(candidate: HubFile | UrlFile) -> Path:
     import torch.hub
 
     candidate.path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(candidate.url, str(candidate.path), progress=True)
+    torch.hub.download_url_to_file(candidate.url, str(candidate.path), hash_prefix=candidate.sha256_prefix,
+                                   progress=True)
     return candidate.path
 
 
@@ -160,6 +173,9 @@ def resolve_weights(source: WeightsSource) -> Path:
     else:
         errors = []
         for candidate in source.candidates:
+            if isinstance(candidate, LocalFile):
+                errors.append(f"{candidate.path} does not exist")
+                continue
             url = _candidate_url(candidate)
             if not reachable(url):
                 errors.append(f"{urlparse(url).hostname} is unreachable")

@@ -24,6 +24,7 @@ from typing import Any
 
 from extractors import add_alias, register
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.single_thread import SingleThreadTransform
 from extractors.tiny import register_tiny
 
 __all__ = ["SEED_MODELS", "TINY_DINOV2_KWARGS", "TimmExtractor", "TimmFamily", "create_model", "data_config"]
@@ -121,7 +122,7 @@ class TimmExtractor(Extractor):
         self.precision = precision
         self.weights_identity = weights_identity
         self.preprocessing = _preprocessing_dict(data_cfg)
-        self.transform = create_transform(**data_cfg, is_training=False)
+        self.transform = SingleThreadTransform(create_transform(**data_cfg, is_training=False))
         self._settings = dict(settings or {})
         self.model = model.to(device).eval()
         for param in self.model.parameters():

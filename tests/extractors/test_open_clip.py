@@ -256,6 +256,10 @@ def test_tag_preprocessing_survives_a_local_weights_file(registered, image_root,
 
     pretrained._PRETRAINED[TEST_NAME]["tiny"]["file"] = str(weights)
     reference, _, preprocess = open_clip.create_model_and_transforms(TEST_NAME, pretrained="tiny")
+    # a tag whose config names a local file is available offline to featkit too
+    spec = get_spec(model_id)
+    assert oc.OpenClipFamily().weights_available(spec) is True
+    assert load_extractor(model_id).weights_identity == "tag:tiny"
     # ... while passing the file itself drops it (OpenAI mean/std): the pitfall featkit avoids
     _, _, file_preprocess = open_clip.create_model_and_transforms(TEST_NAME, pretrained=str(weights))
     assert tuple(file_preprocess.transforms[-1].mean) == oc.OPENAI_MEAN
