@@ -94,8 +94,10 @@ def extractor_normalization(extractor: Any) -> tuple[tuple[float, ...], tuple[fl
     ``extractor.preprocessing`` (a mismatch means the attack would clamp the wrong pixels)."""
     from torchvision.transforms import Normalize
 
-    steps = getattr(getattr(extractor, "transform", None), "transforms", None) or []
-    found = [t for t in steps if isinstance(t, Normalize)]
+    transform = getattr(extractor, "transform", None)
+    while not hasattr(transform, "transforms") and hasattr(transform, "transform"):
+        transform = transform.transform  # wrappers such as extractors.single_thread
+    found = [t for t in getattr(transform, "transforms", None) or [] if isinstance(t, Normalize)]
     pre = getattr(extractor, "preprocessing", None) or {}
     name = getattr(getattr(extractor, "spec", None), "name", type(extractor).__name__)
     if found:
@@ -223,6 +225,11 @@ def image_eps_sweep(
         raise FeatkitError("batch size must be positive and steps non-negative")
     n = len(y_np)
     starts = range(0, n, batch_size)
+
+    if n and any(e > 0 for e in values):  # fail before the clean pass if there is no gradient
+        probe_image = _as_batch(images[0:1], device).requires_grad_(True)
+        with torch.enable_grad():
+            features(probe_image)
 
     # pass 1: clean features, logits, and a check that mean/std map the images into [0, 1]
     clean_feats, clean_logits = [], []
