@@ -209,3 +209,21 @@ def test_images_normalised_with_other_statistics_are_rejected(tiny):
 def test_unknown_kind_is_rejected(tiny):
     with pytest.raises(FeatkitError, match="no feature kind 'patch'"):
         feature_function(tiny[0], "patch")
+
+
+def test_normalization_is_read_through_transform_wrappers_and_checked():
+    from torchvision import transforms as T
+
+    class Wrapper:  # like extractors.single_thread.SingleThreadTransform
+        def __init__(self, transform):
+            self.transform = transform
+
+    class Fake:
+        def __init__(self, mean, pre_mean):
+            self.transform = Wrapper(T.Compose([T.ToTensor(), T.Normalize(mean, (0.2, 0.2, 0.2))]))
+            self.preprocessing = {"mean": pre_mean, "std": [0.2, 0.2, 0.2]}
+
+    mean, std = extractor_normalization(Fake((0.1, 0.2, 0.3), [0.1, 0.2, 0.3]))
+    assert mean == pytest.approx((0.1, 0.2, 0.3)) and std == pytest.approx((0.2, 0.2, 0.2))
+    with pytest.raises(FeatkitError, match="normalises with mean"):
+        extractor_normalization(Fake((0.1, 0.2, 0.3), [0.5, 0.5, 0.5]))
