@@ -75,7 +75,8 @@ def prepare(x: np.ndarray, metric: str, *, name: str = "features") -> np.ndarray
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise FeatkitError(f"{name} must be a non-empty 2-D array (N × D), got shape {arr.shape}")
     out = np.array(arr, dtype=np.float32, order="C", copy=True)
-    if not np.isfinite(out).all():
+    # A float64 row sum of float32 values cannot overflow: it is finite iff every value is.
+    if not np.isfinite(out.sum(axis=1, dtype=np.float64)).all():
         raise FeatkitError(f"{name} contain NaN or infinite values: re-extract or drop those rows")
     if metric == "cosine":
         faiss.normalize_L2(out)

@@ -10,7 +10,10 @@ Scores are what FAISS's flat indexes compute, in float32: the inner product of L
 vectors (``IndexFlatIP``, ``metric="cosine"``, default) or the negated squared L2 distance
 (``IndexFlatL2``, ``metric="euclidean"``). Query chunks sized from ``max_memory`` are scored
 against the gallery one at a time (on GPU when faiss sees one), so ranking the full gallery has
-no k limit and bounded memory.
+no k limit and bounded memory, and the results do not depend on the chunk size. Per query, only
+the relevant items' scores and the scores at least as high as the lowest of them are sorted; a
+relevant item's rank is its place among the relevant items plus the number of irrelevant items
+scoring at least as high (the pessimistic tie rule, ``TIE_RULE_TEXT``).
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def _relevant_ranks(
     score t is its place among relevant items plus the number of irrelevant items scoring ≥ t.
     Only scores ≥ the lowest relevant score are sorted, not the whole row.
     """
-    above_lowest = row[row >= relevant[0]]
+    above_lowest = np.compress(row >= relevant[0], row)  # several times faster than row[mask]
     above_lowest.sort()
     n_ge_all = len(above_lowest) - np.searchsorted(above_lowest, relevant, side="left")
     n_ge_relevant = len(relevant) - np.searchsorted(relevant, relevant, side="left")
@@ -169,6 +172,14 @@ def retrieval_map(
     gallery_by_class = np.argsort(g_codes, kind="stable")  # ascending gallery index within a class
     class_bounds = np.concatenate([[0], np.cumsum(np.bincount(g_codes, minlength=len(classes)))])
     n_relevant = class_bounds[q_codes + 1] - class_bounds[q_codes] - int(leave_one_out)
+    scored = n_relevant > 0
+    n_scored = int(scored.sum())
+    if n_scored == 0:
+        raise FeatkitError(
+            "no query has a relevant gallery item (no shared labels"
+            + (", or every class has a single query" if leave_one_out else "")
+            + "): check the query and gallery splits"
+        )
 
     blocks = ScoreBlocks(g, metric, use_gpu=use_gpu)
     if chunk_rows is None:
@@ -227,14 +238,6 @@ def retrieval_map(
             r_precision[qi] = np.count_nonzero(within_r) / n_rel
             first_rank[qi] = ranks[-1]
 
-    scored = n_relevant > 0
-    n_scored = int(scored.sum())
-    if n_scored == 0:
-        raise FeatkitError(
-            "no query has a relevant gallery item (no shared labels"
-            + (", or every class has a single query" if leave_one_out else "")
-            + "): check the query and gallery splits"
-        )
     first = first_rank[scored]
     per_class_ap = {}
     scored_codes = q_codes[scored]

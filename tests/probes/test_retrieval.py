@@ -226,7 +226,7 @@ def test_matches_sklearn_average_precision_on_tie_free_data():
     from sklearn.metrics import average_precision_score
 
     rng = np.random.default_rng(2)
-    x, labels = clustered(rng, 200, 16, 8)
+    x, labels = clustered(rng, 120, 16, 6)
     result = retrieval_map(x, labels, progress=False)
 
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -349,9 +349,9 @@ def test_duplicate_gallery_vectors_tie_whatever_their_position():
     # a float32 GEMM can give copies scores one ulp apart; they must tie all the same.
     rng = np.random.default_rng(12)
     base = rng.standard_normal((5, 37)).astype(np.float32)
-    pick = rng.integers(0, 5, 300)
+    pick = rng.integers(0, 5, 150)
     x = base[pick]
-    labels = rng.integers(0, 3, 300)
+    labels = rng.integers(0, 3, 150)
     for metric in ("cosine", "euclidean"):
         result = retrieval_map(x, labels, metric=metric, progress=False)
         expected, per_class, _ = naive_retrieval(x, labels, metric=metric)
