@@ -64,7 +64,7 @@ def plot_sweep(
         ax.set_xscale("symlog", linthresh=min(positive))
     ax.set_xlabel(_axis_label(space, norm, mode))
     ax.set_ylabel("%")
-    ax.set_ylim(-2, 102)
+    ax.set_ylim(-2, 108)  # room for the labels above 100 %
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     if title:

@@ -150,3 +150,11 @@ def test_probe_of_other_features_is_rejected(pixels_run, digits_cache, capsys):
     code, _, err = run_cli(capsys, *_base("test:tiny-clip", digits_cache), "--probe",
                            out / "probe.npz")
     assert code == 2 and "takes 192-d features" in err
+
+
+def test_a_saved_record_can_be_replotted(pixels_run, tmp_path):
+    from probes.perturb_plot import plot_sweep
+
+    _, record = pixels_run
+    path = plot_sweep(record, tmp_path / "again.png", title="replot")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
