@@ -155,9 +155,16 @@ def accuracy_vs_eps(
     facet: str | None = None,
     xlabel: str | None = None,
     title: str | None = None,
+    xscale: str = "auto",
 ) -> Figure:
     """Accuracy (``y``, fractions) against the attack budget ``x``, one line per ``hue`` value,
-    one panel per ``facet`` value."""
+    one panel per ``facet`` value. ``xscale``: ``"linear"``, ``"symlog"`` (log with a linear
+    part around 0, so eps = 0 stays on the axis) or ``"auto"`` (symlog when the positive
+    budgets span more than a factor of 20)."""
+    positive = curves.loc[curves[x] > 0, x].astype(float)
+    if xscale == "auto":
+        spread = positive.max() / positive.min() if len(positive) else 1.0
+        xscale = "symlog" if spread > 20 else "linear"
     panels = list(curves.groupby(facet, sort=False)) if facet else [(title or "", curves)]
     n = len(panels)
     fig, axes = new_figure(min(16.0, 4.6 * n), 3.8, 1, n)
@@ -168,6 +175,8 @@ def accuracy_vs_eps(
             line = line.sort_values(x)
             ax.plot(line[x], 100.0 * line[y].astype(float), marker="o", markersize=3,
                     label=str(key), color=colors[key])
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel("top-1 under attack (%)")
         ax.set_ylim(-2, 102)
