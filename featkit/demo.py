@@ -35,7 +35,46 @@ def step_extract(ctx: DemoContext) -> None:
         print(format_table(list(iter_summaries_table(summaries)), ["split", "n", "dims", "status", "file"]))
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_extract]
+def _cli(ctx: DemoContext, *args: str) -> None:
+    """Run a featkit subcommand in-process, exactly as a user would type it."""
+    from featkit.cli import main
+    from featkit.errors import FeatkitError
+
+    argv = list(args)
+    if ctx.cache_dir is not None:
+        argv += ["--cache-dir", str(ctx.cache_dir)]
+    if not ctx.progress and args[0] not in ("report",):
+        argv.append("--no-progress")
+    print("$ featkit " + " ".join(argv), flush=True)
+    if main(argv) != 0:
+        raise FeatkitError(f"demo step 'featkit {' '.join(args[:1])}' failed")
+
+
+def step_retrieval(ctx: DemoContext) -> None:
+    for model in MODELS:
+        say(f"retrieval: leave-one-out mAP of {model} visual features on {DATASET}/test")
+        _cli(ctx, "retrieval", "--model", model, "--dataset", DATASET, "--json", str(ctx.out / f"retrieval-{_slug(model)}.json"))
+
+
+def step_linear_probe(ctx: DemoContext) -> None:
+    for model in MODELS:
+        say(f"linear probe: C chosen on {DATASET}/val, refit on train+val, scored once on test ({model})")
+        _cli(ctx, "probe", "linear", "--model", model, "--dataset", DATASET, "--json", str(ctx.out / f"linear-{_slug(model)}.json"))
+    say("kNN probe (DINOv2 protocol, k=10,20) on test:tiny-clip aligned features")
+    _cli(ctx, "probe", "knn", "--model", "test:tiny-clip", "--dataset", DATASET, "--features", "aligned",
+         "--json", str(ctx.out / "knn-tiny-clip-aligned.json"))
+
+
+def step_perturb(ctx: DemoContext) -> None:
+    say("PGD on test:tiny-clip visual features: accuracy vs eps (relative to the mean feature norm)")
+    _cli(ctx, "perturb", "--model", "test:tiny-clip", "--dataset", DATASET, "--steps", "10", "--json", str(ctx.out / "perturb-tiny-clip.json"), "--plot", str(ctx.out / "perturb-tiny-clip.png"))
+
+
+def _slug(model: str) -> str:
+    return model.replace(":", "-")
+
+
+STEPS: list[Callable[[DemoContext], None]] = [step_extract, step_retrieval, step_linear_probe, step_perturb]
 
 
 def run_demo(*, cache_dir: str | os.PathLike | None = None, out: Path = Path("results/demo"), progress: bool = True) -> None:
