@@ -294,17 +294,19 @@ def perturbed_frame(sweeps: pd.DataFrame, eps: float | None = None) -> pd.DataFr
 def _budget_label(point: Any, relative: bool) -> str:
     norm = {"linf": "L∞", "l2": "L2"}.get(str(point["norm"]), str(point["norm"]))
     if relative:
-        return f"{norm} ε = {point['eps_rel']:.3g}·‖x‖"
+        unit = "‖x‖∞" if str(point["norm"]) == "linf" else "‖x‖₂"
+        return f"{norm} ε = {point['eps_rel']:.3g}·{unit}"
     return f"{norm} ε = {point['eps']:.3g}"
+
+
+def _natural_key(name: str) -> list[tuple[int, int, str]]:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
+            for t in re.split(r"(\d+)", str(name)) if t]
 
 
 def natural_sorted(names: Iterable[str]) -> list[str]:
     """Sorted with digit runs compared as numbers (``d2`` before ``d10``)."""
-    def key(name: str) -> list[Any]:
-        return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
-                for t in re.split(r"(\d+)", str(name)) if t]
-
-    return sorted(names, key=key)
+    return sorted(names, key=_natural_key)
 
 
 def metric_table(frame: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
@@ -909,7 +911,12 @@ def render_markdown(rep: Report) -> str:
         f"{rep.results['dataset'].nunique()} dataset(s). Values in percent."
     )
     lines.append("")
-    for key, table in rep.tables.items():
+    def headline_first(key: str) -> tuple[str, bool, list]:
+        task, metric = key.split("/", 1)
+        return task, metric not in HEADLINE_METRICS.get(task, (metric,)), _natural_key(metric)
+
+    for key in sorted(rep.tables, key=headline_first):
+        table = rep.tables[key]
         task, metric = key.split("/", 1)
         lines += [f"## {task}: {metric}", "", markdown_table(table, index_name="system"), ""]
     if len(rep.perturbed):
