@@ -16,17 +16,30 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from featkit.adapt.config import AdaptConfig
-    from featkit.adapt.data import PairSet, caption_pairs, read_pairs_jsonl, vqa_pairs
+    from featkit.adapt.data import PairSet, build_pairs, caption_pairs, read_pairs_jsonl, vqa_pairs
+    from featkit.adapt.loss import info_nce
     from featkit.adapt.train import AdaptResult, adapt
 
-__all__ = ["AdaptConfig", "AdaptResult", "PairSet", "adapt", "caption_pairs", "read_pairs_jsonl", "vqa_pairs"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptResult",
+    "PairSet",
+    "adapt",
+    "build_pairs",
+    "caption_pairs",
+    "info_nce",
+    "read_pairs_jsonl",
+    "vqa_pairs",
+]
 
 _LAZY = {
     "AdaptConfig": "featkit.adapt.config",
     "AdaptResult": "featkit.adapt.train",
     "adapt": "featkit.adapt.train",
     "PairSet": "featkit.adapt.data",
+    "build_pairs": "featkit.adapt.data",
     "caption_pairs": "featkit.adapt.data",
+    "info_nce": "featkit.adapt.loss",
     "read_pairs_jsonl": "featkit.adapt.data",
     "vqa_pairs": "featkit.adapt.data",
 }

@@ -445,6 +445,8 @@ def adapt(
     config = config or AdaptConfig()
     config.check()
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FeatkitError(f"--out {out} is a file; adapt writes a directory (the adapter, its log and plot)")
     device = distributed.local_device(resolve_device(device))
     on_gpu = device.startswith("cuda")
     precision = config.precision if config.precision != "auto" else ("bf16" if on_gpu else "fp32")
@@ -533,7 +535,6 @@ def _adapt(extractor, pairs, out: Path, *, config: AdaptConfig, weights, precisi
         out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=config.steps, initial=start, desc="adapt", unit="step", disable=not progress or rank != 0)
     started = time.perf_counter()
-    step = start
     for step, batch in enumerate(loader, start=start):
         tick = time.perf_counter()
         torch.manual_seed(step_seed(config.seed, step, rank))
@@ -635,14 +636,17 @@ def _result(out: Path, record: dict, config: AdaptConfig, pairs: PairSet, *, ste
     )
 
 
-def suggested_extract_command(model: str, dataset: str | None, result: AdaptResult) -> str:
+def suggested_extract_command(model: str, dataset: str | None, result: AdaptResult, data_root: str | None = None) -> str:
     """The ``featkit extract`` call that uses the adapter with the prompt it was trained on."""
+    import shlex
+
     from extractors.hf import DEFAULT_INSTRUCTION
 
-    parts = ["featkit extract", f"--model {model}", f"--dataset {dataset or 'DATASET'}",
-             f"--adapter {result.adapter}", "--features last_token"]
+    parts = ["featkit", "extract", "--model", model, "--dataset", dataset or "DATASET"]
+    if data_root:
+        parts += ["--data-root", str(data_root)]
+    parts += ["--adapter", str(result.adapter), "--features", "last_token"]
     instruction = result.extraction_instruction
     if instruction and instruction != DEFAULT_INSTRUCTION:
-        parts.append(f"--instruction {json.dumps(instruction)}")
-    return " ".join(parts)
-
+        parts += ["--instruction", instruction]
+    return shlex.join(parts)

@@ -127,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
         resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
         print(f"trained {summary['steps']} steps{resumed}: loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
     print(f"adapter: {result.adapter}\nlog: {result.log_path}" + (f"\nplot: {result.plot_path}" if result.plot_path else ""))
-    print("extract with it:", suggested_extract_command(args.model, args.dataset, result))
+    print("extract with it:", suggested_extract_command(args.model, args.dataset, result, args.data_root))
     return 0
