@@ -12,7 +12,7 @@ same probes on each through the ``probes`` API:
 - a 2-D PCA of a few classes' L2-normalised test features.
 
 Everything comes back as tidy tables (pandas) plus result records in the shape of
-:func:`featkit.results.make_result`, so ``featkit.report(comparison.records)`` works on them too.
+:func:`featkit.results.make_result`, so ``featkit.reporting.report(comparison.records)`` works on them too.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class KindComparison:
     ``summary``: dataset, kind, dim, n_test, metric, value (long); ``curves``: dataset, kind, eps_rel,
     eps, top1, success_rate; ``per_class``: dataset, kind, class, accuracy; ``pca``: dataset,
     kind, class, x, y, explained; ``records``: result records (linear_probe, retrieval,
-    perturb) for :func:`featkit.report.report`."""
+    perturb) for :func:`featkit.reporting.report`."""
 
     model: str
     datasets: tuple[str, ...]

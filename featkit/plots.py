@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from featkit.report import RankTest, RobustnessFit
+    from featkit.reporting import RankTest, RobustnessFit
 
 
 def new_figure(width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1,
@@ -92,7 +92,7 @@ def merged_vs_single(merged: pd.DataFrame) -> Figure:
     (task, system, run); each pair is annotated with its drop in points.
 
     ``merged``: columns task, system, run, dataset, single, merged (fractions), as
-    :func:`featkit.report.merged_frame` builds."""
+    :func:`featkit.reporting.merged_frame` builds."""
     panels = list(merged.groupby(["task", "system", "run"], sort=False))
     n = len(panels)
     widest = max((len(p) for _, p in panels), default=1)
@@ -124,7 +124,7 @@ def clean_vs_perturbed(perturbed: pd.DataFrame) -> Figure:
     """Original vs PGD-perturbed top-1 per (system, dataset) (FG-BMK Table 5 as a plot).
 
     ``perturbed``: columns system, dataset, clean, perturbed (fractions), budget (text), as
-    :func:`featkit.report.perturbed_frame` builds."""
+    :func:`featkit.reporting.perturbed_frame` builds."""
     labels = [f"{s}\n{d}" for s, d in zip(perturbed["system"], perturbed["dataset"])]
     clean = 100.0 * perturbed["clean"].to_numpy(dtype=float)
     attacked = 100.0 * perturbed["perturbed"].to_numpy(dtype=float)
@@ -272,7 +272,7 @@ def draw_cd_diagram(ax: Axes, test: RankTest) -> dict[str, list]:
 
 
 def cd_diagram(test: RankTest, *, title: str | None = None) -> Figure:
-    """The critical-difference diagram of a :class:`featkit.report.RankTest` with the
+    """The critical-difference diagram of a :class:`featkit.reporting.RankTest` with the
     Friedman p-value and the CD in the title (FG-BMK Figs 6-7)."""
     fig, axes = new_figure(7.0, 1.4 + 0.32 * test.k + 0.25 * max(len(test.groups), 1))
     ax = axes[0, 0]
@@ -297,7 +297,7 @@ def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure
     """Shifted vs reference accuracy on probit (or logit) axes: the baseline fit as a line,
     y = x dashed, baseline systems as dots and the others as stars, each labelled with its
     effective robustness in points."""
-    from featkit.report import inverse_transform, transform_accuracy
+    from featkit.reporting import inverse_transform, transform_accuracy
 
     points = fit.points
     tx = transform_accuracy(points["ref"], fit.transform, fit.clip)

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featkit.report import report
+    from featkit.reporting import report
 
     metrics = args.metrics if args.metrics in ("headline", "all") else split_list(args.metrics)
     rep = report(

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from featkit import plots
-from featkit import report as R
+from featkit import reporting as R
 
 
 def saved(fig: Figure, tmp_path, name: str) -> bytes:

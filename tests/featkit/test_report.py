@@ -1,4 +1,4 @@
-"""featkit.report: collected tables equal the JSON inputs; Friedman/Nemenyi statistics and the
+"""featkit.reporting (featkit report): collected tables equal the JSON inputs; Friedman/Nemenyi statistics and the
 CD against the formula and Demšar's table; effective robustness against points placed on and
 above a known line; skipped figures; the CLI."""
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chi2, linregress, norm
 
-from featkit import report as R
+from featkit import reporting as R
 from featkit.errors import FeatkitError
 from featkit.results import make_result, write_result
 

@@ -1,5 +1,8 @@
 """Turn a folder of result JSONs into the tables, statistics and figures papers need.
 
+(The module is ``reporting``, not ``report``, so that ``featkit.report`` can be the function:
+a submodule named ``report`` would replace a lazily exposed function of that name on import.)
+
 ``featkit report RESULTS_DIR --out DIR`` and :func:`report` collect every result record (the
 shape of :func:`featkit.results.make_result`; a JSON file may hold one record or a list) into a
 tidy table and derive:
