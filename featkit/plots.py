@@ -261,12 +261,23 @@ def draw_cd_diagram(ax: Axes, test: RankTest) -> dict[str, list]:
     1 = best, on the axis; systems joined by a bar where Nemenyi p >= alpha; the CD as a
     segment above the axis). Returns scikit-posthocs' artists (keys markers, elbows, labels,
     crossbars)."""
+    import inspect
+
     import scikit_posthocs
 
-    artists = scikit_posthocs.critical_difference_diagram(
-        test.mean_ranks, test.pvalues, alpha=test.alpha, cd=test.cd, ax=ax,
-        label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
-    )
+    draw = scikit_posthocs.critical_difference_diagram
+    # A 0/1 matrix (0 = significant at test.alpha) makes the bars independent of the alpha
+    # scikit-posthocs applies (only newer releases take alpha= and cd=).
+    significance = (test.pvalues >= test.alpha).astype(float)
+    options: dict[str, Any] = {}
+    if "cd" in inspect.signature(draw).parameters:
+        options["cd"] = test.cd
+    artists = draw(test.mean_ranks, significance, ax=ax, label_fmt_left="{label} ({rank:.2f})",
+                   label_fmt_right="({rank:.2f}) {label}", **options)
+    if "cd" not in options:
+        start = float(test.mean_ranks.min())
+        ax.plot([start, start + test.cd], [0.5, 0.5], color="k", linewidth=2)
+        ax.text(start + test.cd / 2, 0.65, f"CD = {test.cd:.2g}", ha="center")
     ax.set_xlim(0.9, test.k + 0.1)
     return artists
 
