@@ -17,9 +17,10 @@ from featkit._version import __version__
 if TYPE_CHECKING:
     from featkit.extraction import extract
     from featkit.featureset import FeatureSet, load, load_file
+    from featkit.reporting import report
     from featkit.text import embed_texts
 
-__all__ = ["FeatureSet", "__version__", "embed_texts", "extract", "load", "load_file"]
+__all__ = ["FeatureSet", "__version__", "embed_texts", "extract", "load", "load_file", "report"]
 
 _LAZY = {
     "extract": "featkit.extraction",
@@ -27,7 +28,9 @@ _LAZY = {
     "load_file": "featkit.featureset",
     "FeatureSet": "featkit.featureset",
     "embed_texts": "featkit.text",
+    "report": "featkit.reporting",
 }
+_SUBMODULES = {"plots", "analysis", "reporting"}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +39,6 @@ def __getattr__(name: str) -> Any:
 
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"featkit.{name}")
     raise AttributeError(f"module 'featkit' has no attribute {name!r}")

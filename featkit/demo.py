@@ -41,10 +41,11 @@ def _cli(ctx: DemoContext, *args: str) -> None:
     from featkit.errors import FeatkitError
 
     argv = list(args)
-    if ctx.cache_dir is not None:
-        argv += ["--cache-dir", str(ctx.cache_dir)]
-    if not ctx.progress and args[0] not in ("report",):
-        argv.append("--no-progress")
+    if args[0] != "report":
+        if ctx.cache_dir is not None:
+            argv += ["--cache-dir", str(ctx.cache_dir)]
+        if not ctx.progress:
+            argv.append("--no-progress")
     print("$ featkit " + " ".join(argv), flush=True)
     if main(argv) != 0:
         raise FeatkitError(f"demo step 'featkit {' '.join(args[:1])}' failed")
@@ -70,11 +71,22 @@ def step_perturb(ctx: DemoContext) -> None:
     _cli(ctx, "perturb", "--model", "test:tiny-clip", "--dataset", DATASET, "--steps", "10", "--json", str(ctx.out / "perturb-tiny-clip.json"), "--plot", str(ctx.out / "perturb-tiny-clip.png"))
 
 
+def step_report(ctx: DemoContext) -> None:
+    say("report: tables, rank statistics and figures from the result JSONs above")
+    _cli(ctx, "report", str(ctx.out), "--out", str(ctx.out / "report"))
+
+
 def _slug(model: str) -> str:
     return model.replace(":", "-")
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_extract, step_retrieval, step_linear_probe, step_perturb]
+STEPS: list[Callable[[DemoContext], None]] = [
+    step_extract,
+    step_retrieval,
+    step_linear_probe,
+    step_perturb,
+    step_report,
+]
 
 
 def run_demo(*, cache_dir: str | os.PathLike | None = None, out: Path = Path("results/demo"), progress: bool = True) -> None:
