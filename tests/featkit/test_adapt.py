@@ -4,6 +4,7 @@ resume after SIGKILL, pair readers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from featkit.adapt.train import (  # noqa: E402
     batch_indices,
     compute_gradients,
     latest_checkpoint,
+    suggested_extract_command,
 )
 from featkit.datasets import Sample, open_dataset  # noqa: E402
 from featkit.errors import FeatkitError  # noqa: E402
@@ -272,17 +274,33 @@ def test_gradcache_replays_dropout_masks(pairs, monkeypatch):
     assert _max_diff(_take_grads(peft_model), reference_grads) > 1e-4
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_gloo_processes_give_the_one_process_gradients(cub, pairs, tmp_path):
+    """Two processes with torchrun's environment (launched directly: torchrun's own launcher
+    would be a third torch import on a busy CPU)."""
     out = tmp_path / "grads.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", WORKER,
-           "grads", str(cub.root), str(out)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen([sys.executable, WORKER, "grads", str(cub.root), str(out)],
+                         env=_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in range(2)
+    ]
     # the single-process reference runs while the workers start
     encoder, peft_model = lora_encoder(double=True)
     single = compute_gradients(encoder, PairBatcher.for_extractor(pairs, encoder.extractor)(GLOBAL_INDICES), symmetric=True)
     reference = _take_grads(peft_model)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
     ranks = [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
     for rank in ranks:
         assert _max_diff(rank["grads"], reference) <= 1e-6
@@ -351,23 +369,23 @@ def test_adapter_directory_extracts_like_the_in_memory_model(trained, cub, tmp_p
 def test_resume_after_kill_continues_from_the_checkpoint(cub, pairs, tmp_path):
     out = tmp_path / "killed"
     args = ["adapt", "--model", "test:tiny-llava", "--dataset", "cub", "--data-root", str(cub.root),
-            "--task", "caption", "--steps", "12", "--batch-size", "4", "--save-every", "4", "--lr", "1e-3",
+            "--task", "caption", "--steps", "6", "--batch-size", "4", "--save-every", "2", "--lr", "1e-3",
             "--out", str(out), "--no-progress", "--device", "cpu"]
-    killed = subprocess.run([sys.executable, WORKER, "cli", *args], env=_env(FEATKIT_TEST_KILL_AT_STEP="10"),
+    killed = subprocess.run([sys.executable, WORKER, "cli", *args], env=_env(FEATKIT_TEST_KILL_AT_STEP="5"),
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    assert latest_checkpoint(out).name == "step-000008"
+    assert latest_checkpoint(out).name == "step-000004"
     assert not (out / "adapter_config.json").exists()
-    config = AdaptConfig(steps=12, batch_size=4, save_every=4, lr=1e-3)
+    config = AdaptConfig(steps=6, batch_size=4, save_every=2, lr=1e-3)
     with pytest.raises(FeatkitError, match="lr"):
-        adapt("test:tiny-llava", pairs, out, config=AdaptConfig(steps=12, batch_size=4, save_every=4, lr=2e-3),
+        adapt("test:tiny-llava", pairs, out, config=AdaptConfig(steps=6, batch_size=4, save_every=2, lr=2e-3),
               device="cpu", progress=False)
     resumed = adapt("test:tiny-llava", pairs, out, config=config, device="cpu", progress=False)
-    assert resumed.resumed_from == 8 and resumed.steps_run == 4
+    assert resumed.resumed_from == 4 and resumed.steps_run == 2
     straight = adapt("test:tiny-llava", pairs, tmp_path / "straight", config=config, device="cpu", progress=False)
     resumed_log = json.loads(resumed.log_path.read_text())["log"]
     straight_log = json.loads(straight.log_path.read_text())["log"]
-    assert [row["step"] for row in resumed_log] == list(range(1, 13))
+    assert [row["step"] for row in resumed_log] == list(range(1, 7))
     assert [row["loss"] for row in resumed_log] == pytest.approx([row["loss"] for row in straight_log], abs=1e-6)
     from safetensors.torch import load_file
 
@@ -375,6 +393,21 @@ def test_resume_after_kill_continues_from_the_checkpoint(cub, pairs, tmp_path):
     assert _max_diff(a, b) <= 1e-6
     again = adapt("test:tiny-llava", pairs, out, config=config, device="cpu", progress=False)
     assert again.already_trained and again.steps_run == 0
+
+
+def test_cli_reports_a_finished_run_and_how_to_extract_with_it(trained, cub, capsys):
+    from featkit.cli import main
+
+    args = ["adapt", "--model", "test:tiny-llava", "--dataset", "cub", "--data-root", str(cub.root), "--task",
+            "caption", "--steps", "30", "--batch-size", "8", "--lr", "1e-3", "--save-every", "10",
+            "--out", str(trained.adapter), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "already holds this adapter" in out
+    assert f"featkit extract --model test:tiny-llava --dataset cub --data-root {cub.root} --adapter {trained.adapter} --features last_token" in out
+    vqa = dataclasses.replace(trained, extraction_instruction=f"{VQA_INSTRUCTION} What is the species of the bird?")
+    assert suggested_extract_command("m", "cub", vqa).endswith(
+        "--instruction 'Represent the given image with the following question: What is the species of the bird?'")
 
 
 def test_batch_order_is_a_function_of_seed_and_step():
