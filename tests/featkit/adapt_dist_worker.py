@@ -1,8 +1,9 @@
 """Worker for the adaptation tests.
 
-``grads DATA_ROOT OUT_FILE``: under ``torchrun`` (gloo), compute the LoRA gradients of one global
-batch (:data:`GLOBAL_INDICES` of the generated CUB's caption pairs) with DDP, all-gathered negatives and
-GradCache chunks of 2, and save them per rank to ``OUT_FILE.rank<N>``.
+``grads DATA_ROOT OUT_FILE``: as one of two processes with torchrun's environment (gloo), compute
+the LoRA gradients of one global batch (:data:`GLOBAL_INDICES` of the generated CUB's caption
+pairs) with DDP, all-gathered negatives and GradCache chunks of 2, and save them per rank to
+``OUT_FILE.rank<N>``.
 
 ``cli ARGS...``: ``featkit ARGS`` with fault injection: ``FEATKIT_TEST_KILL_AT_STEP=K`` makes the
 process SIGKILL itself while computing step K (1-based), like a preempted job.
