@@ -71,6 +71,30 @@ def step_perturb(ctx: DemoContext) -> None:
     _cli(ctx, "perturb", "--model", "test:tiny-clip", "--dataset", DATASET, "--steps", "10", "--json", str(ctx.out / "perturb-tiny-clip.json"), "--plot", str(ctx.out / "perturb-tiny-clip.png"))
 
 
+def step_adapt(ctx: DemoContext) -> None:
+    from featkit.adapt import AdaptConfig, adapt, caption_pairs
+    from featkit.datasets import open_dataset
+    from featkit.extraction import extract, iter_summaries_table
+    from featkit.results import format_table
+    from featkit.testing.datasets import make_cub
+
+    say("adapt: test:tiny-llava, InfoNCE + LoRA on caption pairs of a generated CUB (30 steps)")
+    cub = make_cub(ctx.out / "data" / "cub", n_classes=5, train_per_class=6, test_per_class=4)
+    pairs = caption_pairs(open_dataset("cub", cub.root), "train")
+    result = adapt("test:tiny-llava", pairs, ctx.out / "adapter-tiny-llava-cub",
+                   config=AdaptConfig(steps=30, batch_size=8, lr=1e-3, save_every=30),
+                   device="cpu", progress=ctx.progress)
+    print(f"loss {result.first_loss:.3f} -> {result.final_loss:.3f}; adapter: {result.adapter}; plot: {result.plot_path}")
+    for adapter in (None, result.adapter):
+        say(f"extract: test:tiny-llava last_token on the generated CUB, {'with' if adapter else 'without'} the adapter")
+        summaries = extract("test:tiny-llava", "cub", data_root=cub.root, features=["last_token"], adapter=adapter,
+                            cache_dir=ctx.cache_dir, progress=ctx.progress, num_workers=0)
+        print(format_table(list(iter_summaries_table(summaries)), ["split", "n", "dims", "status", "file"]))
+        args = ["probe", "knn", "--model", "test:tiny-llava", "--dataset", "cub", "--features", "last_token",
+                "--k", "1,5", "--json", str(ctx.out / f"knn-tiny-llava-cub-{'adapted' if adapter else 'base'}.json")]
+        _cli(ctx, *args, *(["--adapter", str(adapter)] if adapter else []))
+
+
 def step_report(ctx: DemoContext) -> None:
     say("report: tables, rank statistics and figures from the result JSONs above")
     _cli(ctx, "report", str(ctx.out), "--out", str(ctx.out / "report"))
@@ -85,6 +109,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_retrieval,
     step_linear_probe,
     step_perturb,
+    step_adapt,
     step_report,
 ]
 

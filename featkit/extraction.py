@@ -202,7 +202,6 @@ def extract(
     from featkit import distributed
 
     device = distributed.local_device(resolve_device(device))
-    dist = distributed.init(device) if distributed.launched_by_torchrun() else None
     if device == "cpu" and precision != "fp32":
         print(f"featkit: {precision} runs on GPU only; using fp32 on CPU", file=sys.stderr)
         precision = "fp32"
@@ -211,6 +210,9 @@ def extract(
         options["adapter"] = str(adapter)
     if extractor is None:
         extractor = load_extractor(model, weights=weights, device=device, precision=precision, options=options)
+    # join torchrun's group only after loading: some loaders save/build files on rank 0 only once
+    # torch.distributed is initialised (transformers' save_pretrained)
+    dist = distributed.init(device) if distributed.launched_by_torchrun() else None
     root = cache_root(cache_dir)
     summaries = []
     for split in splits:
