@@ -6,6 +6,7 @@ Every probe adds its step here, so the demo always shows the whole toolkit worki
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,4 +120,6 @@ def run_demo(*, cache_dir: str | os.PathLike | None = None, out: Path = Path("re
     ctx = DemoContext(cache_dir, Path(out), progress)
     ctx.out.mkdir(parents=True, exist_ok=True)
     for step in STEPS:
+        started = time.perf_counter()
         step(ctx)
+        print(f"[{step.__name__.removeprefix('step_')}: {time.perf_counter() - started:.1f} s]", flush=True)

@@ -119,8 +119,10 @@ def resolve_device(device: str) -> str:
 # -- the model step -----------------------------------------------------------------------------
 
 
-def _forward(extractor, images, kinds: Sequence[str], device: str, precision: str) -> dict[str, np.ndarray]:
-    """Run the extractor (autocast in fp16/bf16 on GPU), halving the batch on CUDA OOM."""
+def _forward(extractor, images, kinds: Sequence[str], device: str, precision: str,
+             limits: dict[str, int]) -> dict[str, np.ndarray]:
+    """Run the extractor (autocast in fp16/bf16 on GPU). On CUDA out-of-memory the batch is
+    split in halves, and the smaller size is remembered in ``limits`` for the following batches."""
     import torch
 
     def run(batch):
@@ -132,16 +134,23 @@ def _forward(extractor, images, kinds: Sequence[str], device: str, precision: st
             out = extractor(batch, kinds)
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
-    try:
-        return run(images)
-    except torch.cuda.OutOfMemoryError:
-        if len(images) == 1:
-            raise FeatkitError("CUDA out of memory on a single image; use --device cpu or a smaller model") from None
-        torch.cuda.empty_cache()
-        half = len(images) // 2
-        first = _forward(extractor, images[:half], kinds, device, precision)
-        second = _forward(extractor, images[half:], kinds, device, precision)
-        return {k: np.concatenate([first[k], second[k]]) for k in first}
+    parts, start = [], 0
+    while start < len(images):
+        size = min(limits.get("batch") or len(images), len(images) - start)
+        out_of_memory = False
+        try:
+            parts.append(run(images[start : start + size]))
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True  # retry outside the except block, so the failed graph is freed
+        if out_of_memory:
+            if size == 1:
+                raise FeatkitError("CUDA out of memory on a single image; use --device cpu or a smaller model")
+            torch.cuda.empty_cache()
+            limits["batch"] = size // 2
+            print(f"featkit: CUDA out of memory; continuing with batches of {size // 2}", file=sys.stderr)
+            continue
+        start += size
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -344,6 +353,7 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
         persistent_workers=False,
     )
     total = sum(len(b) for b in batches)
+    limits: dict[str, int] = {}
     bad_all: list[tuple[int, str]] = []
     current: int | None = None
     rows: dict[str, list[np.ndarray]] = {}
@@ -371,7 +381,7 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
             bad_all.extend(bad)
             shard_bad.extend(bad)
             if images is not None:
-                out = _forward(extractor, images, kinds, device, precision)
+                out = _forward(extractor, images, kinds, device, precision, limits)
                 for k in kinds:
                     array = out[k]
                     if not np.isfinite(array).all():

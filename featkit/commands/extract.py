@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
     parser.add_argument("--adapter", default=None, help="peft adapter directory to apply (VLMs)")
     parser.add_argument("--instruction", default=None, help="instruction for last_token embeddings (VLMs)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extractor option, e.g. image_size=224 (repeatable; part of the cache key)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision on GPU (features are stored as float32)")
@@ -47,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.distributed and not launched_by_torchrun():
         raise FeatkitError("--distributed runs under torchrun, e.g. 'torchrun --nproc_per_node=2 -m featkit extract ...'")
     options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FeatkitError(f"--option {item!r}: expected KEY=VALUE, e.g. --option image_size=224")
+        options[key.strip()] = value.strip()
     if args.instruction:
         options["instruction"] = args.instruction
     started = time.perf_counter()
