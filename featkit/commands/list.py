@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 NAME = "list"
-HELP = "list registered models (with aliases) or datasets"
+HELP = "list models (alias, id, kinds and dims, input size, weights and whether they are here offline) or datasets"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["models", "datasets"], help="what to list")
-    parser.add_argument("--check-weights", action="store_true", help="check whether weights are available offline (may be slow)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,16 +42,13 @@ def run(args: argparse.Namespace) -> int:
     for model_id, spec in specs.items():
         row = {"alias": ", ".join(sorted(by_id.get(model_id, []))), "id": model_id}
         if spec is None:
-            row.update(kinds="?", input="?", weights="?", notes="library not installed")
+            row.update(kinds="?", input="?", weights="?", offline="?", notes="library not installed")
         else:
             row["kinds"] = ", ".join(f"{k}={d if d else '?'}" for k, d in spec.kinds.items())
             row["input"] = f"{spec.preprocessing.size}px" if spec.preprocessing else "-"
-            if args.check_weights:
-                available = fams[spec.family].weights_available(spec)
-                row["weights"] = {True: "available", False: "missing", None: "?"}[available]
-            else:
-                row["weights"] = spec.weights
+            row["weights"] = spec.weights
+            row["offline"] = {True: "yes", False: "no", None: "?"}[fams[spec.family].weights_available(spec)]
             row["notes"] = spec.notes
         rows.append(row)
-    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "notes"]))
+    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "offline", "notes"]))
     return 0
