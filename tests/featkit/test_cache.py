@@ -79,18 +79,25 @@ def test_second_run_is_a_cache_hit(digits_cache):
     assert all(s.cached for s in summaries)
 
 
-def _perturbed_tiny_clip_weights(path: Path) -> Path:
-    ex = extractors.load_extractor("test:tiny-clip")
-    state = {k: v.detach().clone() for k, v in ex.model.state_dict().items()}
-    state["visual.proj"] = ex._proj.detach().clone()  # the adapter detached it from the tower
-    torch.save({k: (v + 0.01 if v.is_floating_point() else v) for k, v in state.items()}, path)
+def _other_tiny_clip_weights(path: Path) -> Path:
+    """A checkpoint of tiny-clip's architecture with other (seed 1) weights."""
+    import copy
+
+    import open_clip
+
+    from extractors.open_clip import TINY_CLIP_CONFIG
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = open_clip.CLIP(**copy.deepcopy(TINY_CLIP_CONFIG))
+    torch.save(model.state_dict(), path)
     return path
 
 
 def test_changed_weights_never_reuse_features(tmp_path):
     cache = tmp_path / "cache"
     base = extract("test:tiny-clip", "digits", splits=["val"], cache_dir=cache, progress=False)[0]
-    weights = _perturbed_tiny_clip_weights(tmp_path / "tiny.pt")
+    weights = _other_tiny_clip_weights(tmp_path / "tiny.pt")
     changed = extract("test:tiny-clip", "digits", splits=["val"], weights=weights, cache_dir=cache, progress=False)[0]
     assert not changed.cached and changed.path != base.path
     with pytest.raises(CacheError, match="2 cache files match"):
