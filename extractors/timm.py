@@ -137,14 +137,18 @@ class TimmExtractor(Extractor):
         import torch
 
         with torch.inference_mode():
-            tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
-            out = {}
-            if "visual" in kinds:
-                out["visual"] = self.model.forward_head(tokens, pre_logits=True)
-            if "cls" in kinds:
-                out["cls"] = tokens[:, 0]
-            if "patch_mean" in kinds:
-                out["patch_mean"] = tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
+            return self.differentiable_forward(images, kinds)
+
+    def differentiable_forward(self, images, kinds: Sequence[str]):
+        """The features with the autograd graph kept (for image-space attacks)."""
+        tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
+        out = {}
+        if "visual" in kinds:
+            out["visual"] = self.model.forward_head(tokens, pre_logits=True)
+        if "cls" in kinds:
+            out["cls"] = tokens[:, 0]
+        if "patch_mean" in kinds:
+            out["patch_mean"] = tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
         return out
 
     def key_settings(self) -> dict[str, Any]:

@@ -227,3 +227,18 @@ def test_normalization_is_read_through_transform_wrappers_and_checked():
     assert mean == pytest.approx((0.1, 0.2, 0.3)) and std == pytest.approx((0.2, 0.2, 0.2))
     with pytest.raises(FeatkitError, match="normalises with mean"):
         extractor_normalization(Fake((0.1, 0.2, 0.3), [0.5, 0.5, 0.5]))
+
+
+def test_timm_towers_are_differentiable_for_image_attacks():
+    """timm adapters expose differentiable_forward, so --space image runs through them."""
+    import extractors
+    from probes.image_attack import feature_function
+
+    extractor = extractors.load_extractor("test:tiny-dinov2")
+    size = extractor.preprocessing["input_size"][-1] if "input_size" in extractor.preprocessing else 42
+    images = torch.rand(2, 3, size, size, requires_grad=True)
+    features = feature_function(extractor, "visual")(images)
+    features.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(features.detach().numpy(), extractor(images.detach(), ["visual"])["visual"].numpy(), atol=1e-6)
