@@ -246,34 +246,47 @@ def test_classification_ties_go_to_lower_class_and_missing_classes_are_skipped()
 
 
 def test_lbfgs_history_matches_the_textbook_two_loop():
-    """The inner-product form of the two-loop recursion, and the exact correction of stored
-    pairs when the L2 strength changes, against the plain recursion."""
+    """The inner-product form of the two-loop recursion (inner products updated
+    algebraically, memory overwritten when full) and the exact correction of stored pairs
+    when the L2 strength changes, against the plain recursion on explicit pairs."""
     from probes.linear import _LbfgsHistory
 
     def two_loop(pairs, grad):
         q, alphas = -grad.clone(), []
         for s, y in reversed(pairs):
-            alphas.append((s * q).sum() / (s * y).sum())
+            alphas.append((s @ q) / (s @ y))
             q -= alphas[-1] * y
         s, y = pairs[-1]
-        q *= (s * y).sum() / (y * y).sum()
+        q *= (s @ y) / (y @ y)
         for (s, y), alpha in zip(pairs, reversed(alphas)):
-            q += (alpha - (y * q).sum() / (s * y).sum()) * s
+            q += (alpha - (y @ q) / (s @ y)) * s
         return q
 
     gen = torch.Generator().manual_seed(0)
+    shape = (3, 4)  # a 3-class, 3-feature + bias parameter block, flattened
     a = torch.randn(12, 12, dtype=torch.float64, generator=gen)
     hessian = a @ a.T + torch.eye(12, dtype=torch.float64)
+    b = torch.randn(12, dtype=torch.float64, generator=gen)
+    x = torch.zeros(12, dtype=torch.float64)
     history, pairs = _LbfgsHistory(3), []
-    for _ in range(5):  # more pairs than the memory: the oldest are dropped
-        s = torch.randn(3, 4, dtype=torch.float64, generator=gen)
-        y = (hessian @ s.reshape(-1)).reshape(3, 4)
-        history.push(s, y)
-        pairs = (pairs + [(s, y)])[-3:]
-        grad = torch.randn(3, 4, dtype=torch.float64, generator=gen)
-        torch.testing.assert_close(history.direction(grad), two_loop(pairs, grad))
-    history.shift_penalty(0.25, (3, 4))  # y += 0.25 * s on every column but the last (bias)
-    mask = torch.ones(3, 4, dtype=torch.float64)
+    history.start(hessian @ x - b)
+    for _ in range(6):  # more pairs than the memory holds: the oldest are overwritten
+        direction = history.direction()
+        if pairs:
+            torch.testing.assert_close(direction, two_loop(pairs, hessian @ x - b))
+        step = 0.3
+        x_new = x + step * direction
+        grad, new_grad = hessian @ x - b, hessian @ x_new - b
+        history.accept(step, direction, new_grad)
+        pairs = (pairs + [(step * direction, new_grad - grad)])[-3:]
+        x = x_new
+    torch.testing.assert_close(history.direction(), two_loop(pairs, hessian @ x - b))
+    # the L2 strength grows by 0.25 on the weights (not the bias column)
+    mask = torch.ones(shape, dtype=torch.float64)
     mask[:, -1] = 0
-    shifted = [(s, y + 0.25 * s * mask) for s, y in pairs]
-    torch.testing.assert_close(history.direction(grad), two_loop(shifted, grad))
+    mask = mask.reshape(-1)
+    history.shift_penalty(0.25, shape)
+    shifted_grad = hessian @ x - b + 0.25 * mask * x
+    history.start(shifted_grad)
+    shifted = [(s, y + 0.25 * mask * s) for s, y in pairs]
+    torch.testing.assert_close(history.direction(), two_loop(shifted, shifted_grad))
