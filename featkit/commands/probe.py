@@ -473,7 +473,8 @@ def knn_record(
 # --------------------------------------------------------------------------- output
 
 
-def _tables(record: dict[str, Any]) -> str:
+def probe_table(record: dict[str, Any]) -> str:
+    """The readable summary of a probe record: sweep, metrics and the merged comparison."""
     from featkit.results import format_table, metrics_table
 
     settings = record["settings"]
@@ -527,11 +528,11 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature, train_only=args.train_only, **common,
         )
     if len(records) == 1:
-        emit(records[0], _tables(records[0]), args.json)
+        emit(records[0], probe_table(records[0]), args.json)
     else:
         from featkit.results import write_result
 
-        print("\n\n".join(_tables(r) for r in records))
+        print("\n\n".join(probe_table(r) for r in records))
         if args.json:
             write_result(records, args.json)  # several datasets: a JSON list of records
     for record in records:
