@@ -37,7 +37,8 @@ DESCRIPTION = (
     "best C is refit on train + val and scored once on test. 'knn': weighted k-NN as in "
     "DINOv2 (cosine similarity, votes exp(sim / T)). --dataset a,b,c --merge trains one probe "
     "on the union of the datasets (classes named 'dataset/class') and reports each dataset's "
-    "top-1 next to its single-dataset probe."
+    "top-1 next to its single-dataset probe; without --merge each dataset is probed on its own "
+    "and --json holds a list of records."
 )
 
 
@@ -66,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="L-BFGS gradient tolerance (scikit-learn's tol; default: 1e-6)")
     linear.add_argument("--max-iter", type=int, default=1000,
                         help="L-BFGS iterations per C (default: 1000)")
-    linear.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    linear.add_argument("--seed", type=int, default=0,
+                        help="seed recorded with the result; the fit itself has no randomness "
+                        "(default: 0)")
     linear.add_argument(
         "--save-probe", default=None,
         help="write the trained probe (.npz or .pt) here (default: next to --json as "
