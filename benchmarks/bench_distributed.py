@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--model", default="test:tiny-clip")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each; medians reported")
     parser.add_argument("--quick", action="store_true", help="400 images")
     args = parser.parse_args()
     n = 400 if args.quick else args.images
@@ -46,10 +48,14 @@ def main() -> None:
         make_imagefolder(Path(tmp) / "data", n_classes=10, train_per_class=per_class, test_per_class=1, image_size=64)
         common = ["extract", "--model", args.model, "--dataset", "imagefolder", "--data-root", f"{tmp}/data",
                   "--splits", "train", "--shard-size", "64", "--batch-size", "32", "--num-workers", "0", "--no-progress"]
-        one = run([sys.executable, "-m", "featkit", *common, "--cache-dir", f"{tmp}/c1"])
-        two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "featkit",
-                   *common, "--cache-dir", f"{tmp}/c2"])
-    print(f"{args.model}, {n} images, shard 64, batch 32, 1 thread per rank")
+        ones, twos = [], []
+        for r in range(args.repeats):
+            ones.append(run([sys.executable, "-m", "featkit", *common, "--cache-dir", f"{tmp}/c1-{r}"]))
+            twos.append(run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "featkit", *common, "--cache-dir", f"{tmp}/c2-{r}"]))
+        one = tuple(statistics.median(x) for x in zip(*ones))
+        two = tuple(statistics.median(x) for x in zip(*twos))
+    print(f"{args.model}, {n} images, shard 64, batch 32, 1 thread per rank, median of {args.repeats} runs each")
     print(f"{'run':<22}{'extract s':>10}{'wall s':>10}")
     print(f"{'1 rank x 1 thread':<22}{one[0]:>10.1f}{one[1]:>10.1f}")
     print(f"{'2 ranks x 1 thread':<22}{two[0]:>10.1f}{two[1]:>10.1f}")
