@@ -490,7 +490,7 @@ def fit_logistic_regression(
     C: float,
     *,
     num_classes: int | None = None,
-    tol: float = 1e-5,
+    tol: float = 1e-6,
     max_iter: int = 1000,
     history_size: int = 10,
     dtype: str | torch.dtype = "float64",
