@@ -42,15 +42,6 @@ def _images(n: int, seed: int = 0) -> list[Image.Image]:
     ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids thread start-up and contention costs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llava():
     return load_extractor("test:tiny-llava")

@@ -47,15 +47,6 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER = str(Path(__file__).with_name("adapt_dist_worker.py"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids thread start-up and contention costs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cub(tmp_path_factory):
     """A generated CUB: 4 classes, 4 train images each after the val carve (16 caption pairs)."""

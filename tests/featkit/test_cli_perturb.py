@@ -12,15 +12,6 @@ import featkit
 from featkit.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small L-BFGS problems run ~50x slower with 2 torch threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     code = main(["perturb", *map(str, argv)])
     captured = capsys.readouterr()

@@ -16,14 +16,6 @@ from featkit.text import embed_texts, read_texts  # noqa: E402
 TEXTS = ["a photo of a bird", "dog", "the object species is great crested flycatcher."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llava():
     from extractors import load_extractor

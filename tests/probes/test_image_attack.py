@@ -17,15 +17,6 @@ from probes.image_attack import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small problems run many times slower with 2 torch threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class LinearHead:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         self.weight, self.bias = weight, bias

@@ -10,15 +10,6 @@ from featkit.errors import FeatkitError
 from probes.perturb import choose_targets, eps_scale, eps_sweep, perturb_features, pgd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small problems run many times slower with 2 torch threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class LinearHead:
     """A plain ``x @ W.T + b`` head with the probe protocol (``logits``)."""
 
