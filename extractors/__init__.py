@@ -6,11 +6,11 @@ importing this package (and ``featkit --help``) stays instant.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from featkit._imports import import_present
 
 __all__ = [
     "ALIASES",
@@ -46,12 +46,7 @@ def add_alias(alias: str, model_id: str) -> None:
 
 
 def _import_families() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    import_present(_MODULES)
 
 
 def families() -> dict[str, Family]:

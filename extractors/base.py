@@ -78,8 +78,12 @@ class Extractor:
         raise NotImplementedError
 
     def key_settings(self) -> dict[str, Any]:
-        """Settings beyond weights and preprocessing that change the features (part of the key)."""
-        return {}
+        """Settings beyond weights and preprocessing that change the features (part of the key):
+        the adapter's ``_settings`` dict, plus the precision when it is not fp32."""
+        settings = dict(getattr(self, "_settings", None) or {})
+        if self.precision != "fp32":
+            settings["precision"] = self.precision
+        return settings
 
     def __call__(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.forward(images, kinds)

@@ -410,13 +410,6 @@ class OpenClipExtractor(Extractor):
             out = self.tower(images.to(self.device, non_blocking=True), kinds)
         return {k: v for k, v in out.items() if k in kinds}
 
-    def key_settings(self) -> dict[str, Any]:
-        settings = dict(self._settings)
-        if self.precision != "fp32":
-            settings["precision"] = self.precision
-        return settings
-
-
 def _tower_dims(tower: VisualTower, size: Any) -> dict[str, int]:
     """Feature dims from the tower's parameters; towers of no known layout need a meta forward."""
     import torch

@@ -151,13 +151,6 @@ class TimmExtractor(Extractor):
             out["patch_mean"] = tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
         return out
 
-    def key_settings(self) -> dict[str, Any]:
-        settings = dict(self._settings)
-        if self.precision != "fp32":
-            settings["precision"] = self.precision
-        return settings
-
-
 # -- names, weights and the family ----------------------------------------------------------------
 
 

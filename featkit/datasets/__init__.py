@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from featkit._imports import import_present
 from featkit.datasets.base import SPLITS, ImageDataset, Sample, carve_val
 from featkit.errors import UnknownNameError, closest
 
@@ -41,12 +41,7 @@ def register_dataset(name: str, description: str = ""):
 
 
 def _import_readers() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    import_present(_MODULES)
 
 
 def list_datasets() -> dict[str, str]:
