@@ -11,11 +11,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def pytest_configure(config):
-    """One intra-op thread: the tiny test models' matrix products are far slower with thread
-    hand-offs than without, above all on a loaded 2-core machine."""
+    """One thread: the tiny test problems are far slower with thread hand-offs than without,
+    above all on a loaded 2-core machine."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # BLAS/OpenMP of NumPy and scikit-learn too
 
 
 @pytest.fixture(scope="session")

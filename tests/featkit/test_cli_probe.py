@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import featkit
 from featkit.cli import main
@@ -18,19 +17,6 @@ MODEL = "pixels:8"
 GRID = "0.1,1,10,100"
 RECORD_KEYS = ["task", "model", "dataset", "features", "metrics", "settings", "provenance",
                "featkit_version"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: one thread avoids thread hand-offs that dominate on a busy
-    2-core machine (torch and scikit-learn's BLAS/OpenMP alike)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -25,19 +25,6 @@ from probes.linear import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: one thread avoids thread hand-offs that dominate on a busy
-    2-core machine (torch and scikit-learn's BLAS/OpenMP alike)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 def make_data(seed=0, n_train=240, n_val=80, n_test=160, dim=12, n_classes=5, spread=1.6):
     """Gaussian classes around shared centres: an easy-but-not-trivial problem."""
     rng = np.random.default_rng(seed)
