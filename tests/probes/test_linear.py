@@ -277,3 +277,46 @@ def test_lbfgs_history_matches_the_textbook_two_loop():
     history.start(shifted_grad)
     shifted = [(s, y + 0.25 * mask * s) for s, y in pairs]
     torch.testing.assert_close(history.direction(), two_loop(shifted, shifted_grad))
+
+
+def _naive_logits(probe: LinearProbe, x: torch.Tensor) -> torch.Tensor:
+    """Normalise, then ``x W^T + b`` through plain autograd ops."""
+    weight = torch.as_tensor(probe.weight, dtype=x.dtype)
+    bias = torch.as_tensor(probe.bias, dtype=x.dtype)
+    if probe.normalization == "l2":
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    elif probe.normalization == "standardize":
+        x = (x - torch.as_tensor(probe.mean, dtype=x.dtype)) / torch.as_tensor(probe.std,
+                                                                               dtype=x.dtype)
+    return x @ weight.T + bias
+
+
+@pytest.mark.parametrize("normalization", ["none", "l2", "standardize"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 4, 70])
+def test_probe_logits_and_input_gradient_equal_plain_autograd(normalization, dtype, rows):
+    rng = np.random.default_rng(3)
+    dim, k = 40, 7
+    probe = LinearProbe(
+        weight=rng.standard_normal((k, dim)).astype(np.float32),
+        bias=rng.standard_normal(k).astype(np.float32),
+        class_names=tuple("abcdefg"),
+        normalization=normalization,
+        mean=rng.standard_normal(dim).astype(np.float32) if normalization == "standardize" else None,
+        std=rng.uniform(0.5, 2, dim).astype(np.float32) if normalization == "standardize" else None,
+    )
+    x = torch.as_tensor(3.0 * rng.standard_normal((rows, dim)), dtype=dtype)
+    if rows > 2:  # l2: rows whose norm is clamped to 1e-12, where the radial term must vanish
+        x[1] = 0.0
+        x[2] *= 1e-14
+    upstream = torch.as_tensor(rng.standard_normal((rows, k)), dtype=dtype)
+    grads = []
+    for logits_of in (probe.logits, lambda t: _naive_logits(probe, t)):
+        point = x.clone().requires_grad_(True)
+        logits = logits_of(point)
+        (grad,) = torch.autograd.grad((logits * upstream).sum(), point)
+        grads.append((logits.detach(), grad))
+    (ours, ours_grad), (ref, ref_grad) = grads
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(ours, ref, rtol=tol, atol=tol * ref.abs().max())
+    assert torch.allclose(ours_grad, ref_grad, rtol=tol, atol=tol * ref_grad.abs().max())
