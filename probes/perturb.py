@@ -161,6 +161,22 @@ def _ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return unit.reshape(grad.shape)
 
 
+#: CPU blocks of rows are sized so one ``rows x D`` tensor takes about this many bytes per
+#: torch thread: a block's features, perturbation and gradient then stay in cache for all the
+#: steps (CUB-sized set, one thread: 10 % faster than the whole set at once, 23 % with two).
+CPU_BLOCK_BYTES_PER_THREAD = 2 * 1024 * 1024
+
+
+def default_block_rows(features: torch.Tensor) -> int:
+    """Rows attacked together: the whole set on an accelerator, cache-sized blocks on the CPU."""
+    n = max(len(features), 1)
+    if features.device.type != "cpu":
+        return n
+    row_bytes = max(features[0].numel(), 1) * features.element_size()
+    rows = CPU_BLOCK_BYTES_PER_THREAD * torch.get_num_threads() // row_bytes
+    return int(min(n, max(rows, 64)))
+
+
 def pgd(
     head: LogitHead,
     features: torch.Tensor,
@@ -174,6 +190,7 @@ def pgd(
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     loss_trace: list[float] | None = None,
+    block_rows: int | None = None,
 ) -> torch.Tensor:
     """The perturbation ``delta`` (same shape as ``features``) after ``steps`` PGD steps.
 
@@ -181,21 +198,46 @@ def pgd(
     (or minimises it w.r.t. ``targets`` when given), keeping every row within the eps-ball.
     No box constraint. ``loss_trace``, when a list, receives the mean loss (of the objective's
     cross-entropy term) before each step and after the last one.
+
+    Samples do not interact, so the set is attacked in blocks of ``block_rows`` rows, each for
+    all the steps (default :func:`default_block_rows`); the result does not depend on the block
+    size. The random start is drawn for the whole set at once.
     """
     norm = check_norm(norm)
     if eps < 0 or steps < 0:
         raise FeatkitError(f"eps and steps must be non-negative; got eps={eps}, steps={steps}")
     alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
-    x0 = features.detach()
+    x0 = features.detach().contiguous()
     goal = labels if targets is None else targets
-    sign = 1.0 if targets is None else -1.0
     if random_start and eps > 0:
         delta = random_start_delta(x0.shape, eps, norm, generator=generator, dtype=x0.dtype,
                                    device=x0.device)
     else:
         delta = torch.zeros_like(x0)
+    rows = default_block_rows(x0) if block_rows is None else int(block_rows)
+    if rows < 1:
+        raise FeatkitError(f"block_rows must be positive, got {block_rows}")
+    losses = torch.zeros(steps + 1, dtype=torch.float64)
+    for start in range(0, len(x0), rows):
+        block = slice(start, start + rows)
+        losses += _pgd_block(head, x0[block], goal[block], delta[block], eps=eps, steps=steps,
+                             alpha=alpha * (1.0 if targets is None else -1.0), norm=norm,
+                             trace=loss_trace is not None)
+    if loss_trace is not None:
+        loss_trace.extend((losses / max(len(x0), 1)).tolist())
+    return delta
+
+
+def _pgd_block(
+    head: LogitHead, x0: torch.Tensor, goal: torch.Tensor, delta: torch.Tensor, *, eps: float,
+    steps: int, alpha: float, norm: str, trace: bool,
+) -> torch.Tensor:
+    """Run :func:`pgd`'s steps on one block, updating ``delta`` (a view) in place; returns the
+    summed loss before each step and after the last (zeros unless ``trace``). A negative
+    ``alpha`` descends (targeted)."""
+    losses = torch.zeros(steps + 1, dtype=torch.float64)
     point = torch.empty_like(x0)  # x0 + delta, the leaf the gradient is taken at (reused)
-    for _ in range(steps):
+    for step in range(steps):
         with torch.no_grad():
             torch.add(x0, delta, out=point)
         point.requires_grad_(True)
@@ -203,19 +245,18 @@ def pgd(
             loss = F.cross_entropy(head.logits(point), goal, reduction="sum")
             (grad,) = torch.autograd.grad(loss, point)  # d/d(x0 + delta) = d/d(delta)
         point = point.detach()
-        if loss_trace is not None:
-            loss_trace.append(float(loss.detach()) / max(len(x0), 1))
+        if trace:
+            losses[step] = float(loss.detach())
         with torch.no_grad():
-            if norm == "linf":  # in place: the set-sized passes dominate once the probe is cheap
-                delta.add_(grad.sign_(), alpha=alpha * sign).clamp_(-eps, eps)
+            if norm == "linf":  # in place: the block-sized passes dominate once the probe is cheap
+                delta.add_(grad.sign_(), alpha=alpha).clamp_(-eps, eps)
             else:
-                delta = project(delta.add_(_ascent_direction(grad, norm), alpha=alpha * sign),
-                                eps, norm)
-    if loss_trace is not None:
+                delta.add_(_ascent_direction(grad, norm), alpha=alpha)
+                delta.copy_(project(delta, eps, norm))
+    if trace:
         with torch.no_grad():
-            final = F.cross_entropy(head.logits(x0 + delta), goal, reduction="sum")
-        loss_trace.append(float(final) / max(len(x0), 1))
-    return delta.detach()
+            losses[steps] = float(F.cross_entropy(head.logits(x0 + delta), goal, reduction="sum"))
+    return losses
 
 
 # --------------------------------------------------------------------------- results

@@ -300,3 +300,27 @@ def test_random_start_is_uniform_in_the_ball(norm):
     started = pgd(head, torch.from_numpy(x), torch.from_numpy(y), eps=eps, steps=0, norm=norm,
                   random_start=True, generator=torch.Generator().manual_seed(1))
     assert torch.all(torch.linalg.vector_norm(started, dim=1) > 0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_block_size_does_not_change_the_attack(norm):
+    from probes.linear import LinearProbe
+
+    head, x, y = _problem(n=90, d=24)
+    probe = LinearProbe(weight=head.weight.numpy(), bias=head.bias.numpy(),
+                        class_names=tuple("abcde"), normalization="l2")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    traces = {}
+    deltas = {}
+    for rows in (None, 90, 7, 1):
+        trace = []
+        deltas[rows] = pgd(probe, xt, yt, eps=0.4, steps=6, norm=norm, random_start=True,
+                           generator=torch.Generator().manual_seed(5), block_rows=rows,
+                           loss_trace=trace)
+        traces[rows] = np.array(trace)
+    for rows in (90, 7, 1):
+        assert torch.max(torch.abs(deltas[rows] - deltas[None])) <= 1e-6
+        np.testing.assert_allclose(traces[rows], traces[None], rtol=1e-5)
+    assert len(traces[None]) == 7 and traces[None][-1] > traces[None][0]
+    with pytest.raises(FeatkitError, match="block_rows"):
+        pgd(probe, xt, yt, eps=0.4, steps=1, block_rows=0)
