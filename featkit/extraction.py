@@ -163,7 +163,7 @@ def _split_key(extractor, model_id: str, dataset: ImageDataset, split: str, samp
         preprocessing=extractor.preprocessing,
         settings=extractor.key_settings(),
         dataset=dataset.name,
-        data_root=str(Path(dataset.root).resolve()) if not str(dataset.root).startswith("sklearn:") else str(dataset.root),
+        data_root=dataset.key_root(),
         split=split,
         samples=samples_digest([s.sample_id for s in samples], [s.label for s in samples]),
     )

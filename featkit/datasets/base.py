@@ -91,6 +91,16 @@ class ImageDataset:
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.name, "root": str(self.root), "classes": len(self.class_names)}
 
+    def data_folder(self) -> Path:
+        """The folder this reader actually reads (readers that accept several roots for the same
+        data override it)."""
+        return self.root
+
+    def key_root(self) -> str:
+        """Where the data lives, as the cache key names it: :meth:`data_folder` resolved, so the
+        equivalent roots a reader accepts (CUB's folder or its parent) share one cache entry."""
+        return str(self.data_folder().resolve())
+
     def image_path(self, sample: Sample) -> str:
         """Where the image lives, for error messages."""
         return str(sample.locator) if isinstance(sample.locator, (str, os.PathLike)) else f"{self.name}:{sample.sample_id}"

@@ -50,6 +50,9 @@ class CubDataset(ImageDataset):
         nested = self.root / self.FOLDER
         return nested if (nested / "images.txt").exists() else self.root
 
+    def data_folder(self) -> Path:
+        return self.folder()
+
     def _official_splits(self) -> dict[str, list[Sample]]:
         folder = self.folder()
         for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):

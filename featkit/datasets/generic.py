@@ -185,6 +185,9 @@ class DigitsDataset(ImageDataset):
         self.class_names = [str(d) for d in range(10)]
         self._images: np.ndarray | None = None
 
+    def key_root(self) -> str:
+        return "sklearn:digits"
+
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 

@@ -70,6 +70,9 @@ class TorchvisionDataset(ImageDataset):
     def folder(self) -> Path:
         return self.tv_root() / self.FOLDER
 
+    def data_folder(self) -> Path:
+        return self.folder()
+
     def _check_files(self) -> None:
         folder = self.folder()
         for relpath in self.EXPECTED:

@@ -227,3 +227,20 @@ def test_info_json_roundtrip(digits_cache):
                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     info = json.loads(out.stdout)
     assert info["model"] == "pixels:8" and info["features"]["visual"] == [450, 192]
+
+
+@pytest.mark.parametrize("name", ["cub", "cars"])
+def test_equivalent_roots_share_one_cache_entry(tmp_path, name):
+    from featkit.testing.datasets import make_dataset, torchvision_md5_bypassed
+
+    generated = make_dataset(name, tmp_path / "data")
+    inner = {"cub": "CUB_200_2011", "cars": "stanford_cars"}[name]
+    cache = tmp_path / "cache"
+    with torchvision_md5_bypassed():
+        parent = extract("pixels:8", name, data_root=generated.root, splits=["test"],
+                         cache_dir=cache, progress=False)[0]
+        folder = extract("pixels:8", name, data_root=generated.root / inner, splits=["test"],
+                         cache_dir=cache, progress=False)[0]
+    assert not parent.cached and folder.cached and folder.path == parent.path
+    expected = str((generated.root / inner).resolve())
+    assert featkit.load_file(parent.path, "visual").meta["data_root"] == expected
