@@ -142,6 +142,11 @@ class LinearProbe:
             self._tensors[key] = torch.as_tensor(value, device=device, dtype=dtype)
         return self._tensors[key]
 
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the tensor cache (oneDNN-packed weights have no storage
+        to copy; they are rebuilt on first use)."""
+        return {**self.__dict__, "_tensors": {}}
+
     def _gemm_operands(self, device: torch.device, dtype: torch.dtype) -> tuple:
         """``(weight, packed, weight.T, packed weight.T)`` for :mod:`probes._matmul`, built once
         per (device, dtype)."""

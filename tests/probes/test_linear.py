@@ -320,3 +320,19 @@ def test_probe_logits_and_input_gradient_equal_plain_autograd(normalization, dty
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     assert torch.allclose(ours, ref, rtol=tol, atol=tol * ref.abs().max())
     assert torch.allclose(ours_grad, ref_grad, rtol=tol, atol=tol * ref_grad.abs().max())
+
+
+def test_probe_pickles_and_copies_after_use():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(4)
+    probe = LinearProbe(weight=rng.standard_normal((5, 16)).astype(np.float32),
+                        bias=np.zeros(5, np.float32), class_names=tuple("abcde"),
+                        normalization="l2")
+    x = torch.as_tensor(rng.standard_normal((10, 16)), dtype=torch.float32)
+    before = probe.logits(x)  # fills the tensor cache (packed weights included)
+    for clone in (pickle.loads(pickle.dumps(probe)), copy.deepcopy(probe)):
+        np.testing.assert_array_equal(clone.weight, probe.weight)
+        assert clone.normalization == "l2" and clone.class_names == probe.class_names
+        assert torch.equal(clone.logits(x), before)
