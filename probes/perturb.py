@@ -170,7 +170,7 @@ CPU_BLOCK_BYTES_PER_THREAD = 2 * 1024 * 1024
 def default_block_rows(features: torch.Tensor) -> int:
     """Rows attacked together: the whole set on an accelerator, cache-sized blocks on the CPU."""
     n = max(len(features), 1)
-    if features.device.type != "cpu":
+    if features.device.type != "cpu" or len(features) == 0:
         return n
     row_bytes = max(features[0].numel(), 1) * features.element_size()
     rows = CPU_BLOCK_BYTES_PER_THREAD * torch.get_num_threads() // row_bytes
@@ -200,8 +200,8 @@ def pgd(
     cross-entropy term) before each step and after the last one.
 
     Samples do not interact, so the set is attacked in blocks of ``block_rows`` rows, each for
-    all the steps (default :func:`default_block_rows`); the result does not depend on the block
-    size. The random start is drawn for the whole set at once.
+    all the steps (default :func:`default_block_rows`); the block size does not change the result
+    beyond float rounding. The random start is drawn for the whole set at once.
     """
     norm = check_norm(norm)
     if eps < 0 or steps < 0:
