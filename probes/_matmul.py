@@ -45,6 +45,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -
     ):
         try:
             return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-        except RuntimeError:  # a shape oneDNN has no kernel for: the plain path decides
+        except (RuntimeError, NotImplementedError):  # no oneDNN kernel here: the plain path decides
             pass
     return F.linear(x, weight)
