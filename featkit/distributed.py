@@ -9,6 +9,7 @@ that are missing.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from dataclasses import dataclass
@@ -47,7 +48,22 @@ def init(device: str) -> DistContext | None:
 
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+        atexit.register(_end_group)
     return DistContext(dist.get_rank(), dist.get_world_size())
+
+
+def _end_group() -> None:
+    """At interpreter exit: end the process group featkit began, while Python is still up.
+
+    Left to C++ static destruction, gloo's teardown can abort a rank that has finished its work
+    ("terminate called without an active exception", SIGABRT) and fail the whole torchrun job.
+    Ending the group per call instead would break a second ``extract`` in the same job: a group
+    re-created under torchrun may read the old group's addresses from the store.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device(device: str) -> str:

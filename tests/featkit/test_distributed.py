@@ -78,6 +78,28 @@ def test_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert time.time() - started < 240
 
 
+_TWO_CALLS = """
+import sys
+from featkit.extraction import extract
+for split in ("val", "test"):
+    summary = extract("pixels:8", "digits", splits=[split], cache_dir=sys.argv[1], shard_size=64,
+                      progress=False, num_workers=0)[0]
+    print(split, summary.path.name, flush=True)
+"""
+
+
+def test_two_extract_calls_in_one_job_share_the_process_group(tmp_path):
+    script = tmp_path / "two_calls.py"
+    script.write_text(_TWO_CALLS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(script), str(tmp_path / "cache")]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[0] for line in done.stdout.split("\n") if line) == [
+        "test", "test", "val", "val"]
+    assert len(list((tmp_path / "cache").rglob("*.h5"))) == 2
+
+
 def test_distributed_flag_outside_torchrun_is_an_error():
     from featkit.cli import main
 
