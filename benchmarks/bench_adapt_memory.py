@@ -29,28 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import reset_peak, status_bytes
+
 MODEL = {"image_size": 64, "patch_size": 8, "vision_hidden": 128, "vision_layers": 2,
          "text_hidden": 256, "text_layers": 4}
 QUICK_MODEL = {"image_size": 32, "patch_size": 8, "vision_hidden": 64, "vision_layers": 2,
                "text_hidden": 128, "text_layers": 2}
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM so loading's transient peak does not count (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(model_dir: str, data_root: str, batch_size: int, chunk_size: int, checkpointing: bool, repeats: int,
@@ -85,12 +69,12 @@ def child(model_dir: str, data_root: str, batch_size: int, chunk_size: int, chec
         optimizer.step()
         return float(out.loss)
 
-    reset = _reset_peak()
-    before = _status_bytes("VmRSS")
+    reset = reset_peak()
+    before = status_bytes("VmRSS")
     started = time.perf_counter()
     loss = step()
     first = time.perf_counter() - started
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     times, cpu_times = [], []
     for _ in range(repeats):
         started, cpu_started = time.perf_counter(), time.process_time()

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import reset_peak
+
 MODEL = {"image_size": 112, "patch_size": 14, "vision_hidden": 256, "vision_layers": 4,
          "text_hidden": 512, "text_layers": 4, "vocab_size": 32000}
 
@@ -85,16 +87,6 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) so loading's transient peak does not count."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_bytes() -> int:
     with open("/proc/self/status") as handle:
         for line in handle:
@@ -108,7 +100,7 @@ def child(path: str, model_dir: str, n_images: int, batch_size: int) -> None:
     extractor, batches = prepare(Path(model_dir), n_images, batch_size)
     for parameter in extractor.model.parameters():  # fault in lazily mapped weights first
         parameter.sum()
-    reset = _reset_peak()
+    reset = reset_peak()
     before = _rss_bytes()
     (run_featkit if path == "featkit" else run_baseline)(extractor, batches)
     print(json.dumps({"path": path, "rss_before": before, "peak": _peak_bytes(), "peak_reset": reset}))

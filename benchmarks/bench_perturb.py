@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from _measure import cpu_seconds
 
 
 def make_problem(n: int, dim: int, n_classes: int, spread: float, seed: int):

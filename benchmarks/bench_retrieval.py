@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _measure import cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_bytes() -> int:
