@@ -7,19 +7,17 @@ Readers list their samples cheaply (file paths, or in-memory arrays) and decode 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from featkit.errors import MissingDataError, UnknownNameError
+from probes.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, stratified_split
 
 SPLITS = ("train", "val", "test")
-VAL_FRACTION = 0.1
-VAL_SEED = 0
+VAL_FRACTION = DEFAULT_VAL_FRACTION
+VAL_SEED = DEFAULT_VAL_SEED
 
 
 class DatasetFormatError(MissingDataError):
@@ -132,20 +130,12 @@ def carve_val(
     """Split ``train`` into (train, val), stratified by label, seeded and independent of order.
 
     Each class with at least two samples gives ``max(1, round(fraction * n))`` samples to val,
-    chosen by a seeded permutation of its samples sorted by id.
+    chosen by :func:`probes.splits.stratified_split` over its samples sorted by id (the one
+    validation splitter, so probes that carve validation data draw the same stream).
     """
-    by_label: dict[int, list[Sample]] = defaultdict(list)
-    for sample in train:
-        by_label[sample.label].append(sample)
-    val_ids: set[str] = set()
-    for label in sorted(by_label):
-        members = sorted(by_label[label], key=lambda s: s.sample_id)
-        if len(members) < 2:
-            continue
-        n_val = max(1, int(round(fraction * len(members))))
-        rng = np.random.default_rng([seed, label])
-        for i in rng.permutation(len(members))[:n_val]:
-            val_ids.add(members[i].sample_id)
+    _, val_idx = stratified_split([s.label for s in train], fraction, seed,
+                                  keys=[s.sample_id for s in train])
+    val_ids = {train[i].sample_id for i in val_idx.tolist()}
     return (
         [s for s in train if s.sample_id not in val_ids],
         [s for s in train if s.sample_id in val_ids],
