@@ -6,9 +6,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from featkit.errors import FeatkitError, UnknownNameError
+
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL import Image
+
+#: A differentiable map from normalised images ``(B, C, H, W)`` to ``(B, D)`` float features.
+FeatureFn = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,9 @@ class Extractor:
 
     Subclasses set ``spec``, ``transform`` (PIL image -> tensor), ``kinds`` (resolved dims),
     ``weights_identity`` (tag or sha256 of the weights file) and ``preprocessing`` (a dict for
-    provenance), and implement :meth:`forward`.
+    provenance), and implement :meth:`forward`. Families whose features keep an autograd graph
+    also implement :meth:`differentiable_features` (through :meth:`_feature_function`), so
+    image-space attacks run through them without knowing the model's structure.
     """
 
     spec: ExtractorSpec
@@ -77,6 +85,45 @@ class Extractor:
     def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def check_kinds(self, kinds: Sequence[str]) -> None:
+        """One-line :class:`UnknownNameError` for a kind this loaded model does not give."""
+        unknown = [k for k in kinds if k not in self.kinds]
+        if unknown:
+            raise UnknownNameError(
+                f"{self.spec.name} has no feature kind {', '.join(repr(k) for k in unknown)} "
+                f"(kinds: {', '.join(self.kinds)})"
+            )
+
+    def differentiable_features(self, kind: str) -> FeatureFn:
+        """Normalised images ``(B, C, H, W)`` -> ``(B, D)`` float features of ``kind``, with the
+        autograd graph kept (model in eval mode, parameters frozen): what image-space attacks
+        differentiate through. The base cannot: a one-line :class:`FeatkitError`."""
+        self.check_kinds([kind])
+        raise FeatkitError(
+            f"image-space attacks are not supported for {self.spec.name} (its features are not "
+            f"differentiable in the input images); use --space feature"
+        )
+
+    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` per channel that :attr:`transform` normalises pixels in [0, 1] with,
+        from the preprocessing the extractor was built with."""
+        if "mean" not in self.preprocessing or "std" not in self.preprocessing:
+            raise FeatkitError(f"{self.spec.name} declares no pixel mean/std in its preprocessing; "
+                               f"image-space attacks need them")
+        return (tuple(float(m) for m in self.preprocessing["mean"]),
+                tuple(float(s) for s in self.preprocessing["std"]))
+
+    def _feature_function(
+        self, kind: str, forward_with_grad: Callable[[torch.Tensor, Sequence[str]], dict[str, torch.Tensor]]
+    ) -> FeatureFn:
+        """:meth:`differentiable_features` for a family's ``forward_with_grad(images, kinds)``."""
+        self.check_kinds([kind])
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return forward_with_grad(images, (kind,))[kind].float()
+
+        return features
+
     def key_settings(self) -> dict[str, Any]:
         """Settings beyond weights and preprocessing that change the features (part of the key):
         the adapter's ``_settings`` dict, plus the precision when it is not fp32."""
@@ -87,6 +134,41 @@ class Extractor:
 
     def __call__(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.forward(images, kinds)
+
+
+class TextEmbedder(Extractor):
+    """An extractor with a text side: texts embedded in the space of its ``last_token`` features."""
+
+    def embed_texts(
+        self, texts: Sequence[str], *, instruction: str | None = None, batch_size: int = 32,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """``(len(texts), D)`` float32 L2-normalised embeddings of ``"<instruction> <text>"``."""
+        raise NotImplementedError
+
+
+class AdaptableExtractor(TextEmbedder):
+    """What contrastive (InfoNCE + LoRA) adaptation needs from an extractor.
+
+    ``model``: the module LoRA wraps (its language model's linear layers sit under a
+    ``language_model`` module); ``processor``: tokenizer and image processor, called as
+    ``processor(text=..., images=..., padding=True, return_tensors="pt")``; ``image_token``: the
+    prompt's image placeholder; ``square_crop_size``: the square images are cropped to before the
+    processor (fixed-grid processors), or None; ``base_model_reference``: what an adapter's
+    ``adapter_config.json`` names as its base model.
+    """
+
+    model: torch.nn.Module
+    processor: Any
+    image_token: str
+    square_crop_size: int | None
+    base_model_reference: str
+
+    def last_token(
+        self, inputs: Mapping[str, Any], *, image_output: Any = None, grad: bool = False
+    ) -> torch.Tensor:
+        """L2-normalised last-token embeddings of processor ``inputs`` (``grad``: keep the graph)."""
+        raise NotImplementedError
 
 
 class Family:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extractors import add_alias, register
-from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.base import AdaptableExtractor, ExtractorSpec, Family, Preprocessing
 from extractors.tiny import register_tiny
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
 
@@ -125,7 +125,8 @@ class HFFamily(Family):
         source = spec.name.partition(":")[2]
         path, identity, adapter = resolve_weights(source, weights, options.get("adapter"))
         return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
-                           precision=precision, options=options)
+                           precision=precision, options=options,
+                           base_model_reference=base_model_reference(source, weights))
 
     def weights_available(self, spec) -> bool:
         source = spec.name.partition(":")[2]
@@ -184,6 +185,15 @@ def resolve_weights(
     return path, identity, adapter
 
 
+def base_model_reference(source: str, weights: str | None) -> str:
+    """What an adapter trained on ``hf:<source>`` names as its base: the weights directory, else
+    the local directory or hub id of the id (resolved, so the adapter loads from anywhere)."""
+    if weights:
+        return str(Path(weights).expanduser().resolve())
+    local = Path(source).expanduser()
+    return str(local.resolve()) if local.is_dir() else source
+
+
 def _from_hf_cache(repo_id: str) -> tuple[Path, str]:
     from huggingface_hub import constants, snapshot_download
 
@@ -223,8 +233,10 @@ def load_hf_vlm(
     precision: str = "fp32",
     options: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    base_model_reference: str | None = None,
 ) -> HFVLMExtractor:
-    """Load a LLaVA / Qwen2-VL ``save_pretrained`` directory (and optional peft adapter).
+    """Load a LLaVA / Qwen2-VL ``save_pretrained`` directory (and optional peft adapter);
+    ``base_model_reference`` is what adapters trained on it name as their base (default: the id).
 
     GPU: weights in bf16/fp16 placed directly on ``device`` (``device_map``; transformers 5
     always loads shard by shard, which is what ``low_cpu_mem_usage`` used to ask for). CPU: fp32.
@@ -289,6 +301,7 @@ def load_hf_vlm(
         precision=precision,
         instruction=options.get("instruction") or DEFAULT_INSTRUCTION,
         image_size=options.get("image_size"),
+        base_model_reference=base_model_reference,
     )
 
 
@@ -375,11 +388,13 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
-class HFVLMExtractor(Extractor):
+class HFVLMExtractor(AdaptableExtractor):
     """A loaded LLaVA / Qwen2-VL: ``visual``, ``cls`` (CLS towers), ``aligned``, ``last_token``.
 
     :meth:`last_token` embeds any processor output (images and/or text, any padding side) and
-    :meth:`embed_texts` embeds texts with the same pooling, for zero-shot and adaptation.
+    :meth:`embed_texts` embeds texts with the same pooling, for zero-shot and adaptation. Its
+    pixel input is the image processor's (patchified for Qwen2-VL), so image-space attacks are
+    not offered (:meth:`differentiable_features` raises).
     """
 
     def __init__(
@@ -395,6 +410,7 @@ class HFVLMExtractor(Extractor):
         precision: str = "fp32",
         instruction: str = DEFAULT_INSTRUCTION,
         image_size: int | None = None,
+        base_model_reference: str | None = None,
     ) -> None:
         import inspect
 
@@ -407,6 +423,7 @@ class HFVLMExtractor(Extractor):
         self.architecture = architecture
         self.weights_identity = weights_identity
         self.adapter_identity = adapter_identity
+        self.base_model_reference = base_model_reference or spec.name
         self.device = str(device)
         self.precision = precision
         self.dtype = next(model.parameters()).dtype
@@ -437,9 +454,10 @@ class HFVLMExtractor(Extractor):
             self.transform = ImageTransform(image_processor, fixed_size=size, batch_dim=False)
             self._grid = self._fixed_grid(size)
         self.image_size = image_size if architecture == "llava" else size
+        self.square_crop_size = None if architecture == "llava" else size
         self.preprocessing = {
             **json.loads(image_processor.to_json_string()),
-            "featkit_square_crop": self.image_size if architecture != "llava" else None,
+            "featkit_square_crop": self.square_crop_size,
         }
         prompt_inputs = self._prompt_inputs()
         self._prompt_ids = prompt_inputs["input_ids"][:1].to(self.device)
@@ -479,6 +497,11 @@ class HFVLMExtractor(Extractor):
         if self._grid is not None:
             image = square_crop(image, self.image_size)
         return self.processor(text=[self.prompt], images=[image], return_tensors="pt")
+
+    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        image_processor = self.processor.image_processor
+        return (tuple(float(m) for m in image_processor.image_mean),
+                tuple(float(s) for s in image_processor.image_std))
 
     def key_settings(self) -> dict[str, Any]:
         return {
@@ -520,11 +543,7 @@ class HFVLMExtractor(Extractor):
     def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         import torch
 
-        unknown = [k for k in kinds if k not in self.kinds]
-        if unknown:
-            raise UnknownNameError(
-                f"{self.spec.name} has no feature kind {', '.join(unknown)} (kinds: {', '.join(self.kinds)})"
-            )
+        self.check_kinds(kinds)
         with torch.inference_mode():
             pooled, image_output = self.image_features(images)
             out = {k: pooled[k] for k in kinds if k in pooled}
@@ -662,10 +681,11 @@ def _load_tiny(spec, *, weights=None, device="cpu", precision="fp32", options=No
     adapter = options.get("adapter")
     if weights:
         path, identity, adapter = resolve_weights(spec.name, weights, adapter)
+        reference = base_model_reference(spec.name, weights)
     else:
-        path, identity = tiny_model_dir(spec.name), "random:seed0"
+        path, identity, reference = tiny_model_dir(spec.name), "random:seed0", spec.name
     return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
-                       precision=precision, options=options, quiet=True)
+                       precision=precision, options=options, quiet=True, base_model_reference=reference)
 
 
 register_tiny(TINY_LLAVA)(_load_tiny)

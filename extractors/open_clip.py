@@ -407,8 +407,15 @@ class OpenClipExtractor(Extractor):
         import torch
 
         with torch.inference_mode():
-            out = self.tower(images.to(self.device, non_blocking=True), kinds)
+            return self._forward_with_grad(images, kinds)
+
+    def differentiable_features(self, kind: str):
+        return self._feature_function(kind, self._forward_with_grad)
+
+    def _forward_with_grad(self, images, kinds: Sequence[str]):
+        out = self.tower(images.to(self.device, non_blocking=True), kinds)
         return {k: v for k, v in out.items() if k in kinds}
+
 
 def _tower_dims(tower: VisualTower, size: Any) -> dict[str, int]:
     """Feature dims from the tower's parameters; towers of no known layout need a meta forward."""

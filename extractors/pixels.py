@@ -35,6 +35,9 @@ class PixelsExtractor(Extractor):
     def forward(self, images, kinds: Sequence[str]):
         return {"visual": images.flatten(1)}
 
+    def differentiable_features(self, kind: str):
+        return self._feature_function(kind, self.forward)
+
 
 @register
 class PixelsFamily(Family):

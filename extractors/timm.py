@@ -137,10 +137,12 @@ class TimmExtractor(Extractor):
         import torch
 
         with torch.inference_mode():
-            return self.differentiable_forward(images, kinds)
+            return self._forward_with_grad(images, kinds)
 
-    def differentiable_forward(self, images, kinds: Sequence[str]):
-        """The features with the autograd graph kept (for image-space attacks)."""
+    def differentiable_features(self, kind: str):
+        return self._feature_function(kind, self._forward_with_grad)
+
+    def _forward_with_grad(self, images, kinds: Sequence[str]):
         tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
         out = {}
         if "visual" in kinds:

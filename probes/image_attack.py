@@ -14,7 +14,9 @@ the normalisation is set would un-normalise pixels that were never normalised.)
 A budget of 0 is the clean evaluation itself (no round trip through torchattacks' normalisation,
 whose float rounding would otherwise perturb the features by ~1e-7).
 
-The extractor must offer a differentiable path to its features; see :func:`feature_function`.
+Nothing here knows an extractor: the attack takes a differentiable feature function and the
+pixel normalisation (``extractor.differentiable_features(kind)`` and
+``extractor.pixel_normalization()`` give both for the families that support it).
 """
 
 from __future__ import annotations
@@ -48,72 +50,21 @@ PIXEL_RANGE_TOLERANCE = 1e-4
 
 
 def feature_function(extractor: Any, kind: str) -> FeatureFn:
-    """A differentiable ``normalised images (B, C, H, W) -> (B, D)`` map for one feature kind.
+    """``extractor.differentiable_features(kind)``.
 
-    Looks for, in order: ``extractor.differentiable_forward(images, kinds) -> {kind: tensor}``
-    (the adapter method this attack asks for: ``forward`` without ``inference_mode``, model in eval
-    mode, parameters frozen); an open_clip ``VisualTower`` at ``extractor.tower`` (callable as
-    ``tower(images, kinds)``); otherwise ``extractor.forward`` itself, which must then keep the
-    autograd graph (parameter-free extractors such as ``pixels`` do). An adapter that runs without
-    gradients fails on first use with a one-line :class:`FeatkitError`.
+    Kept only while ``featkit/commands/perturb.py`` migrates to calling the extractor method
+    itself; new code calls ``extractor.differentiable_features(kind)``.
     """
-    name = getattr(getattr(extractor, "spec", None), "name", type(extractor).__name__)
-    kinds = getattr(extractor, "kinds", None)
-    if kinds is not None and kind not in kinds:
-        raise FeatkitError(f"{name} has no feature kind '{kind}' (kinds: {', '.join(kinds)})")
-    device = getattr(extractor, "device", "cpu")
-    differentiable = getattr(extractor, "differentiable_forward", None)
-    tower = getattr(extractor, "tower", None)
-    if callable(differentiable):
-        def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return differentiable(images, [kind])
-    elif tower is not None and callable(tower) and hasattr(tower, "visual"):
-        def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return tower(images.to(device), [kind])
-    else:
-        def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return extractor.forward(images, [kind])
-
-    def features(images: torch.Tensor) -> torch.Tensor:
-        out = run(images)[kind]
-        if torch.is_grad_enabled() and images.requires_grad and not out.requires_grad:
-            raise FeatkitError(
-                f"{name} computes its features without gradients, so an image-space attack "
-                f"cannot run through it; use --space feature (the adapter would need a "
-                f"differentiable_forward(images, kinds) method)"
-            )
-        return out.float()
-
-    return features
+    return extractor.differentiable_features(kind)
 
 
 def extractor_normalization(extractor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The ``(mean, std)`` the extractor's transform normalises with.
+    """``extractor.pixel_normalization()``.
 
-    Read from the transform's ``Normalize`` step and cross-checked with
-    ``extractor.preprocessing`` (a mismatch means the attack would clamp the wrong pixels)."""
-    from torchvision.transforms import Normalize
-
-    transform = getattr(extractor, "transform", None)
-    while not hasattr(transform, "transforms") and hasattr(transform, "transform"):
-        transform = transform.transform  # wrappers such as extractors.single_thread
-    found = [t for t in getattr(transform, "transforms", None) or [] if isinstance(t, Normalize)]
-    pre = getattr(extractor, "preprocessing", None) or {}
-    name = getattr(getattr(extractor, "spec", None), "name", type(extractor).__name__)
-    if found:
-        mean = tuple(float(m) for m in np.ravel(found[-1].mean))
-        std = tuple(float(s) for s in np.ravel(found[-1].std))
-        if "mean" in pre and not np.allclose(mean, pre["mean"], atol=1e-6):
-            raise FeatkitError(f"{name}: its transform normalises with mean {mean} but its "
-                               f"preprocessing says {tuple(pre['mean'])}")
-        if "std" in pre and not np.allclose(std, pre["std"], atol=1e-6):
-            raise FeatkitError(f"{name}: its transform normalises with std {std} but its "
-                               f"preprocessing says {tuple(pre['std'])}")
-        return mean, std
-    if "mean" in pre and "std" in pre:
-        return tuple(float(m) for m in pre["mean"]), tuple(float(s) for s in pre["std"])
-    raise FeatkitError(f"{name}: cannot tell its pixel normalisation (no Normalize step and no "
-                       f"mean/std in its preprocessing); image-space attacks need it")
+    Kept only while ``featkit/commands/perturb.py`` migrates to calling the extractor method
+    itself; new code calls ``extractor.pixel_normalization()``.
+    """
+    return extractor.pixel_normalization()
 
 
 class ImageProbe(torch.nn.Module):
@@ -229,7 +180,11 @@ def image_eps_sweep(
     if n and any(e > 0 for e in values):  # fail before the clean pass if there is no gradient
         probe_image = _as_batch(images[0:1], device).requires_grad_(True)
         with torch.enable_grad():
-            features(probe_image)
+            if not features(probe_image).requires_grad:
+                raise FeatkitError(
+                    "the feature function computes its features without gradients, so an "
+                    "image-space attack cannot run through it; use --space feature"
+                )
 
     # pass 1: clean features, logits, and a check that mean/std map the images into [0, 1]
     clean_feats, clean_logits = [], []

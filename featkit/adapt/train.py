@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from extractors.base import AdaptableExtractor
 from featkit.adapt.config import LANGUAGE_MODEL, AdaptConfig
 from featkit.adapt.data import PairSet
 from featkit.adapt.gradcache import cached_backward
@@ -203,9 +204,9 @@ class PairBatcher:
         self.target_ids = pairs.target_ids()
 
     @classmethod
-    def for_extractor(cls, pairs: PairSet, extractor: Any, chunk_size: int | None = None) -> PairBatcher:
-        square = extractor.image_size if extractor.architecture != "llava" else None
-        return cls(pairs, extractor.processor, extractor.image_token, square, chunk_size)
+    def for_extractor(cls, pairs: PairSet, extractor: AdaptableExtractor,
+                      chunk_size: int | None = None) -> PairBatcher:
+        return cls(pairs, extractor.processor, extractor.image_token, extractor.square_crop_size, chunk_size)
 
     def encode(self, indices: Sequence[int]) -> tuple[dict, dict]:
         """Processor inputs of the queries (image + prompt) and targets (text) of ``indices``."""
@@ -404,17 +405,6 @@ def plot_log(log: list, path: Path, title: str) -> Path:
     return path
 
 
-def _base_reference(spec: Any, weights: str | os.PathLike | None) -> str:
-    """What ``adapter_config.json`` names as the base model: the weights directory, the hub id or
-    local directory of an ``hf:`` id, else the featkit model id."""
-    if weights:
-        return str(Path(weights).expanduser().resolve())
-    source = spec.name.partition(":")[2]
-    if spec.family == "hf":
-        return str(Path(source).expanduser().resolve()) if Path(source).expanduser().is_dir() else source
-    return spec.name
-
-
 # -- the loop -----------------------------------------------------------------------------------
 
 
@@ -440,7 +430,7 @@ def adapt(
     """
     from extractors import load_extractor
     from featkit import distributed
-    from featkit.extraction import resolve_device
+    from featkit._device import resolve_device
 
     config = config or AdaptConfig()
     config.check()
@@ -456,7 +446,7 @@ def adapt(
     # other than 0 once torch.distributed is initialised, and the tiny test VLMs are built that way
     extractor = load_extractor(model, weights=str(weights) if weights else None, device=device,
                                precision=precision, options={"image_size": image_size} if image_size else {})
-    if not hasattr(extractor, "last_token") or not hasattr(extractor, "processor"):
+    if not isinstance(extractor, AdaptableExtractor):
         raise FeatkitError(
             f"{extractor.spec.name} is not a transformers VLM; adapt supports the hf family and "
             f"test:tiny-llava / test:tiny-qwen2vl"
@@ -465,12 +455,12 @@ def adapt(
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
     devices = [torch.device(device)] if on_gpu else []
     with torch.random.fork_rng(devices=devices):
-        return _adapt(extractor, pairs, out, config=config, weights=weights, precision=precision, ctx=ctx,
+        return _adapt(extractor, pairs, out, config=config, precision=precision, ctx=ctx,
                       rank=rank, world=world, overwrite=overwrite, keep_checkpoints=keep_checkpoints,
                       num_workers=num_workers, progress=progress)
 
 
-def _adapt(extractor, pairs, out: Path, *, config: AdaptConfig, weights, precision, ctx, rank, world,
+def _adapt(extractor: AdaptableExtractor, pairs, out: Path, *, config: AdaptConfig, precision, ctx, rank, world,
            overwrite, keep_checkpoints, num_workers, progress) -> AdaptResult:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -481,7 +471,7 @@ def _adapt(extractor, pairs, out: Path, *, config: AdaptConfig, weights, precisi
     run = {
         "model": extractor.spec.name,
         "weights": extractor.weights_identity,
-        "base_model": _base_reference(extractor.spec, weights),
+        "base_model": extractor.base_model_reference,
         "data": pairs.describe(),
         "settings": {k: v for k, v in dataclasses.asdict(config).items() if k not in _RUN_IDENTITY_EXCLUDES},
         "global_batch": global_batch,
