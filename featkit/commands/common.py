@@ -41,10 +41,6 @@ def split_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def float_list(text: str) -> list[float]:
-    return [float(t) for t in split_list(text)]
-
-
 def emit(record: dict[str, Any], table: str, json_path: str | None) -> None:
     """Print the readable table and write the JSON record when asked."""
     from featkit.results import write_result
@@ -53,3 +49,12 @@ def emit(record: dict[str, Any], table: str, json_path: str | None) -> None:
     if json_path:
         path = write_result(record, json_path)
         print(f"wrote {Path(path)}", file=sys.stderr)
+
+
+def source_from(args: argparse.Namespace):
+    """The cached features a command reads (``--model``, ``--features``, ``--weights``,
+    ``--adapter``, ``--cache-dir``)."""
+    from featkit.tasks.loading import FeatureSource
+
+    return FeatureSource(model=args.model, features=args.features, weights=args.weights,
+                         adapter=args.adapter, cache_dir=args.cache_dir)

@@ -1,0 +1,66 @@
+"""Task settings are declared once, as frozen dataclasses, and unknown ones are errors.
+
+Each task module declares a ``Settings`` dataclass whose field defaults are the task's defaults
+(the CLI reads its option defaults from there, suites and the Python API build it with
+:func:`settings_from`). ``__post_init__`` checks values, so a bad value is a one-line error
+whichever way it came in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, fields
+from typing import Any, TypeVar
+
+from featkit.errors import FeatkitError, closest
+
+T = TypeVar("T")
+
+
+def settings_from(cls: type[T], values: Mapping[str, Any] | None = None, *, task: str) -> T:
+    """``cls(**values)``, with an unknown key a one-line error that lists the known ones."""
+    values = dict(values or {})
+    known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in known:
+            raise FeatkitError(f"{task}: unknown setting '{key}'{closest(key, known)} "
+                               f"(settings: {', '.join(known)})")
+    return cls(**values)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The declared default of one settings field (for the CLI's option defaults)."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def check_choice(task: str, option: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise FeatkitError(f"{task}: {option} must be one of {', '.join(map(str, choices))}, "
+                           f"got {value!r}")
+
+
+def check_positive(task: str, option: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+        value >= 0 if allow_zero else value > 0)
+    if not ok:
+        rule = "non-negative" if allow_zero else "positive"
+        raise FeatkitError(f"{task}: {option} must be a {rule} finite number, got {value!r}")
+
+
+def check_grid(task: str, option: str, values: Iterable[float] | None) -> None:
+    if values is None:
+        return
+    values = list(values)
+    if not values:
+        raise FeatkitError(f"{task}: {option} names no value")
+    for v in values:
+        check_positive(task, option, v)
