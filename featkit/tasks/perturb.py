@@ -212,7 +212,7 @@ def _image_sweep(source: FeatureSource, dataset: str, test: FeatureSet, probe: L
     from featkit._device import resolve_device
     from featkit.datasets import open_dataset
     from featkit.datasets.decoded import DecodedImages
-    from probes.image_attack import extractor_normalization, feature_function, image_eps_sweep
+    from probes.image_attack import image_eps_sweep
 
     device = resolve_device(settings.device)
     options = {"adapter": str(source.adapter)} if source.adapter else {}
@@ -227,9 +227,9 @@ def _image_sweep(source: FeatureSource, dataset: str, test: FeatureSet, probe: L
     if not np.array_equal(images.labels(), test.labels):
         raise FeatkitError(f"the labels of {dataset} at {root} differ from the cached ones; "
                            f"re-extract or pass the right --data-root")
-    mean, std = extractor_normalization(extractor)
+    mean, std = extractor.pixel_normalization()
     sweep, clean = image_eps_sweep(
-        feature_function(extractor, source.features), probe, images, test.labels, values,
+        extractor.differentiable_features(source.features), probe, images, test.labels, values,
         mean=mean, std=std, batch_size=settings.batch_size, device=device, **attack,
     )
     diff = np.abs(clean - test.features)
