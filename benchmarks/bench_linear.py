@@ -24,12 +24,9 @@ import numpy as np
 import torch
 
 from featkit.results import format_table
-from probes.linear import (
-    default_c_grid,
-    evaluate_linear_probe,
-    fit_linear_probe,
-    split_validation,
-)
+from probes.defaults import LINEAR_TOL
+from probes.linear import default_c_grid, evaluate_linear_probe, fit_linear_probe
+from probes.splits import stratified_split
 
 TIME_RATIO_TARGET = 0.5
 ACCURACY_GAP_TARGET = 0.003
@@ -123,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         n_train, n_test, dim, n_classes = 1000, 800, 256, 40
     else:
         n_train, n_test, dim, n_classes = 5994, 5794, 1024, 200
-    tol = args.tol if args.tol is not None else fit_linear_probe.__kwdefaults__["tol"]
+    tol = args.tol if args.tol is not None else LINEAR_TOL
     grid = list(default_c_grid())  # unit-norm grid; the features below are unit norm
 
     train_x, train_y, test_x, test_y = make_features(
@@ -131,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     train_x /= np.linalg.norm(train_x, axis=1, keepdims=True)
     test_x /= np.linalg.norm(test_x, axis=1, keepdims=True)
-    fit_idx, val_idx = split_validation(train_y, 0.1, seed=args.seed)
+    fit_idx, val_idx = stratified_split(train_y, 0.1, seed=args.seed)
     tr_x, tr_y, va_x, va_y = train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx]
     print(
         f"data: {len(tr_y)} train + {len(va_y)} val x {dim}, {n_classes} classes, "

@@ -21,7 +21,6 @@ from probes.linear import (
     fit_logistic_regression,
     linear_probe,
     regularized_loss,
-    split_validation,
 )
 
 
@@ -201,16 +200,6 @@ def test_input_errors():
         fit_linear_probe(x, y, xv[:0], yv[:0], progress=False)
 
 
-def test_split_validation_is_stratified_and_seeded():
-    labels = np.array([0] * 20 + [1] * 10 + [2] * 1 + [3] * 2)
-    train_idx, val_idx = split_validation(labels, 0.1, seed=3)
-    assert np.bincount(labels[val_idx], minlength=4).tolist() == [2, 1, 0, 1]
-    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(labels)))
-    again = split_validation(labels, 0.1, seed=3)
-    np.testing.assert_array_equal(again[1], val_idx)
-    assert not np.array_equal(split_validation(labels, 0.1, seed=4)[1], val_idx)
-
-
 def test_classification_scores_match_sklearn():
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((300, 9))
@@ -236,7 +225,7 @@ def test_lbfgs_history_matches_the_textbook_two_loop():
     """The inner-product form of the two-loop recursion (inner products updated
     algebraically, memory overwritten when full) and the exact correction of stored pairs
     when the L2 strength changes, against the plain recursion on explicit pairs."""
-    from probes.linear import _LbfgsHistory
+    from probes.linear.solver import LbfgsHistory
 
     def two_loop(pairs, grad):
         q, alphas = -grad.clone(), []
@@ -255,7 +244,7 @@ def test_lbfgs_history_matches_the_textbook_two_loop():
     hessian = a @ a.T + torch.eye(12, dtype=torch.float64)
     b = torch.randn(12, dtype=torch.float64, generator=gen)
     x = torch.zeros(12, dtype=torch.float64)
-    history, pairs = _LbfgsHistory(3), []
+    history, pairs = LbfgsHistory(3), []
     history.start(hessian @ x - b)
     for _ in range(6):  # more pairs than the memory holds: the oldest are overwritten
         direction = history.direction()
@@ -332,7 +321,20 @@ def test_probe_pickles_and_copies_after_use():
                         normalization="l2")
     x = torch.as_tensor(rng.standard_normal((10, 16)), dtype=torch.float32)
     before = probe.logits(x)  # fills the tensor cache (packed weights included)
-    for clone in (pickle.loads(pickle.dumps(probe)), copy.deepcopy(probe)):
+    # a pickle written before probes.linear became a package names probes.linear.LinearProbe
+    old_path = pickle.dumps(probe, protocol=0).replace(b"probes.linear.head\n",
+                                                       b"probes.linear\n")
+    assert b"probes.linear\nLinearProbe" in old_path
+    clones = (pickle.loads(pickle.dumps(probe)), pickle.loads(old_path), copy.deepcopy(probe))
+    for clone in clones:
         np.testing.assert_array_equal(clone.weight, probe.weight)
         assert clone.normalization == "l2" and clone.class_names == probe.class_names
         assert torch.equal(clone.logits(x), before)
+
+
+def test_unknown_dtype_and_device_are_one_line_errors():
+    (x, y), (xv, yv), _ = make_data(n_train=40, n_val=20, n_test=10, dim=4, n_classes=2)
+    with pytest.raises(FeatkitError, match="dtype must be float32 or float64"):
+        fit_linear_probe(x, y, xv, yv, dtype="float16", progress=False)
+    with pytest.raises(FeatkitError, match="not a device torch knows"):
+        fit_logistic_regression(x, y, 1.0, device="gpu0")
