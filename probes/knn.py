@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from featkit._device import torch_device
 from featkit.errors import FeatkitError
+from probes._progress import progress_bar
 from probes.classification import ClassificationMetrics, score_classification
+from probes.defaults import KNN_KS, KNN_TEMPERATURE
 
-DEFAULT_KS = (10, 20)
-DEFAULT_TEMPERATURE = 0.07
+#: The k whose scores fill the plain ``top1/top5/mean_per_class`` keys, when it is among the ks.
+KNN_PRIMARY_K = 20
 
 
 def _normalized(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -40,9 +43,7 @@ def nearest_neighbors(
     """Cosine similarities and indices (``Q x k``, best first) of each query's k nearest
     training samples; equal similarities are ordered by training index. Memory is bounded by
     computing the similarity matrix in query chunks of at most ~2^26 entries."""
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    dev = torch_device(device)
     train = _normalized(train_features, dev)
     queries = _normalized(query_features, dev)
     n_train = train.shape[0]
@@ -51,12 +52,7 @@ def nearest_neighbors(
     rows = max(1, min(chunk_size, (1 << 26) // max(n_train, 1)))
     sims_out = np.empty((queries.shape[0], k), dtype=np.float32)
     idx_out = np.empty((queries.shape[0], k), dtype=np.int64)
-    starts = range(0, queries.shape[0], rows)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="kNN", leave=False)
-    for start in starts:
+    for start in progress_bar(range(0, queries.shape[0], rows), progress, "kNN"):
         sims = queries[start : start + rows] @ train.T
         values, indices = torch.topk(sims, k, dim=1, sorted=True)
         values, indices = values.cpu().numpy(), indices.cpu().numpy()
@@ -79,7 +75,7 @@ def knn_votes(
     neighbor_labels: np.ndarray,
     k: int,
     num_classes: int,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: float = KNN_TEMPERATURE,
 ) -> np.ndarray:
     """Class scores ``Q x K`` from the first ``k`` neighbours: softmax(sim / T) over the k
     neighbours, summed per class."""
@@ -129,7 +125,7 @@ def knn_scores(
     ks: Sequence[int],
     num_classes: int,
     *,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: float = KNN_TEMPERATURE,
     chunk_size: int = 1024,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -160,13 +156,16 @@ def score_knn(
     class_names: Sequence[str] | None = None,
     *,
     primary_k: int | None = None,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: float = KNN_TEMPERATURE,
     n_train: int = 0,
 ) -> KnnResult:
-    """Score :func:`knn_scores` output against labels. ``primary_k`` defaults to 20 if
-    present, else the largest k."""
+    """Score :func:`knn_scores` output against labels. ``primary_k`` defaults to
+    :data:`KNN_PRIMARY_K` if present, else the largest k."""
     ks = sorted(scores)
-    primary = primary_k if primary_k is not None else (20 if 20 in ks else ks[-1])
+    if primary_k is not None:
+        primary = primary_k
+    else:
+        primary = KNN_PRIMARY_K if KNN_PRIMARY_K in ks else ks[-1]
     if primary not in ks:
         raise FeatkitError(f"primary k = {primary} is not among the k values {ks}")
     per_k = {k: score_classification(scores[k], labels, class_names) for k in ks}
@@ -180,17 +179,18 @@ def knn_probe(
     test_labels: np.ndarray,
     *,
     class_names: Sequence[str] | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
+    ks: Sequence[int] = KNN_KS,
     primary_k: int | None = None,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: float = KNN_TEMPERATURE,
     chunk_size: int = 1024,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> KnnResult:
     """Weighted kNN classification of test features by the train set, for each k in ``ks``.
 
-    ``primary_k`` (default: 20 if present, else the largest k) is the k whose scores fill the
-    plain ``top1/top5/mean_per_class`` keys. Nothing is tuned, so no validation split is used.
+    ``primary_k`` (default: :data:`KNN_PRIMARY_K` if present, else the largest k) is the k
+    whose scores fill the plain ``top1/top5/mean_per_class`` keys. Nothing is tuned, so no
+    validation split is used.
     """
     ks = _check_ks(ks)
     train_labels = np.asarray(train_labels, dtype=np.int64)

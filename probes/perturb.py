@@ -34,7 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from featkit._device import torch_device
 from featkit.errors import FeatkitError
+from probes._dtype import resolve_dtype
+from probes._progress import progress_bar
+from probes.defaults import PGD_NORM, PGD_STEPS, PGD_TARGET
 
 NORMS = ("linf", "l2")
 TARGETS = ("none", "least-likely", "random")
@@ -59,7 +63,7 @@ def check_norm(norm: str) -> str:
 
 
 def check_target(target: str | None) -> str:
-    target = target or "none"
+    target = target or PGD_TARGET
     if target not in TARGETS:
         raise FeatkitError(f"unknown target mode {target!r}; choose one of {', '.join(TARGETS)}")
     return target
@@ -183,9 +187,9 @@ def pgd(
     labels: torch.Tensor,
     *,
     eps: float,
-    steps: int = 10,
+    steps: int = PGD_STEPS,
     alpha: float | None = None,
-    norm: str = "linf",
+    norm: str = PGD_NORM,
     random_start: bool = False,
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -373,17 +377,6 @@ def success_rate(
 # --------------------------------------------------------------------------- feature-space API
 
 
-def _resolve(device: str | torch.device | None, dtype: str | torch.dtype):
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(dtype, str):
-        try:
-            dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-        except KeyError:
-            raise FeatkitError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    return dev, dtype
-
-
 def _check_inputs(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(features)
     y = np.asarray(labels)
@@ -407,12 +400,12 @@ def eps_sweep(
     labels: np.ndarray,
     eps_values: Sequence[float],
     *,
-    norm: str = "linf",
+    norm: str = PGD_NORM,
     eps_rel: bool = False,
-    steps: int = 10,
+    steps: int = PGD_STEPS,
     alpha: float | None = None,
     random_start: bool = False,
-    target: str = "none",
+    target: str = PGD_TARGET,
     seed: int = 0,
     keep_delta: bool = False,
     device: str | torch.device | None = None,
@@ -437,7 +430,7 @@ def eps_sweep(
         raise FeatkitError(f"eps values must be finite and non-negative; got {values}")
     if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
         raise FeatkitError(f"alpha must be finite and non-negative; got {alpha}")
-    dev, dt = _resolve(device, dtype)
+    dev, dt = torch_device(device), resolve_dtype(dtype)
     scale = eps_scale(x_np, norm)
     unit = scale if eps_rel else 1.0
     x = torch.as_tensor(np.ascontiguousarray(x_np), dtype=dt, device=dev)
@@ -458,7 +451,7 @@ def eps_sweep(
     clean_top1 = float(np.mean(clean_pred == y_np)) if len(y_np) else math.nan
 
     points = []
-    bar = _progress(values, progress, f"PGD {norm} eps sweep")
+    bar = progress_bar(values, progress, f"PGD {norm} eps sweep")
     for value in bar:
         eps_abs = value * unit
         step = default_alpha(eps_abs, steps) if alpha is None else alpha * unit
@@ -524,11 +517,3 @@ def perturb_features(
     options.setdefault("progress", False)
     sweep = eps_sweep(head, features, labels, [eps], **options)
     return sweep.clean_top1, sweep.points[0]
-
-
-def _progress(items: Sequence[float], enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
