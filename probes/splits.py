@@ -19,15 +19,15 @@ import numpy as np
 from featkit.errors import FeatkitError
 
 #: Share of each class carved from train into validation.
-DEFAULT_VAL_FRACTION = 0.1
+VAL_FRACTION = 0.1
 #: Seed of the carve (with the class id: one stream per class).
-DEFAULT_VAL_SEED = 0
+VAL_SEED = 0
 
 
 def stratified_split(
     labels: Sequence[int] | np.ndarray,
-    fraction: float = DEFAULT_VAL_FRACTION,
-    seed: int = DEFAULT_VAL_SEED,
+    fraction: float = VAL_FRACTION,
+    seed: int = VAL_SEED,
     *,
     keys: Sequence[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

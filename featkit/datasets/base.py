@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from featkit.errors import MissingDataError, UnknownNameError
-from probes.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, stratified_split
+from probes.splits import VAL_FRACTION, VAL_SEED, stratified_split
 
 SPLITS = ("train", "val", "test")
-VAL_FRACTION = DEFAULT_VAL_FRACTION
-VAL_SEED = DEFAULT_VAL_SEED
 
 
 class DatasetFormatError(MissingDataError):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featkit.errors import FeatkitError
-from probes.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, stratified_split
+from probes.splits import VAL_FRACTION, VAL_SEED, stratified_split
 
 
 def test_split_is_stratified_seeded_and_a_partition():
@@ -53,8 +53,8 @@ def test_small_classes_are_never_emptied_and_defaults_are_named():
     labels = np.array([0, 0, 1, 2, 2, 2])
     _, val_idx = stratified_split(labels, 0.45)
     assert Counter(labels[val_idx].tolist()) == {0: 1, 2: 1}  # singleton class 1 stays in train
-    assert (DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED) == (0.1, 0)
-    assert stratified_split.__defaults__ == (DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED)
+    assert (VAL_FRACTION, VAL_SEED) == (0.1, 0)
+    assert stratified_split.__defaults__ == (VAL_FRACTION, VAL_SEED)
     train_idx, val_idx = stratified_split([])
     assert train_idx.size == val_idx.size == 0
 
