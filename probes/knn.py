@@ -20,10 +20,7 @@ from featkit._device import torch_device
 from featkit.errors import FeatkitError
 from probes._progress import progress_bar
 from probes.classification import ClassificationMetrics, score_classification
-from probes.defaults import KNN_KS, KNN_TEMPERATURE
-
-#: The k whose scores fill the plain ``top1/top5/mean_per_class`` keys, when it is among the ks.
-KNN_PRIMARY_K = 20
+from probes.defaults import KNN_KS, KNN_PRIMARY_K, KNN_TEMPERATURE
 
 
 def _normalized(x: np.ndarray, device: torch.device) -> torch.Tensor:

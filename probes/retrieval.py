@@ -25,6 +25,7 @@ import numpy as np
 
 from featkit.errors import FeatkitError
 from probes._faiss import ScoreBlocks, check_metric, parse_memory, prepare, rows_per_chunk
+from probes.defaults import RETRIEVAL_MAX_MEMORY
 
 TIE_RULE = "pessimistic"
 
@@ -43,7 +44,6 @@ METRIC_KEYS = ("mAP", "mAP@R", "R-precision", "P@1", "R@1", "R@5", "R@10")
 
 RECALL_KS = (1, 5, 10)
 
-DEFAULT_MAX_MEMORY = "2GB"
 
 #: Chunks larger than this do not make the GEMM faster; they only cost memory.
 MAX_CHUNK_ROWS = 4096
@@ -130,7 +130,7 @@ def retrieval_map(
     gallery_labels: np.ndarray | None = None,
     *,
     metric: str = "cosine",
-    max_memory: int | str = DEFAULT_MAX_MEMORY,
+    max_memory: int | str = RETRIEVAL_MAX_MEMORY,
     chunk_rows: int | None = None,
     use_gpu: bool | None = None,
     progress: bool = True,

@@ -28,6 +28,7 @@ from probes.defaults import (
     LINEAR_MAX_ITER,
     LINEAR_NORMALIZATION,
     LINEAR_REFIT_ON_VAL,
+    LINEAR_SEED,
     LINEAR_TOL,
     NORMALIZATIONS,
 )
@@ -54,7 +55,7 @@ class Settings:
     refit_on_val: bool = LINEAR_REFIT_ON_VAL
     tol: float = LINEAR_TOL
     max_iter: int = LINEAR_MAX_ITER
-    seed: int = 0
+    seed: int = LINEAR_SEED
     device: str | None = None
     merge: bool = False
     label_map: str | None = None

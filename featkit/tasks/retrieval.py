@@ -8,6 +8,7 @@ from typing import Any
 from featkit.tasks.loading import FeatureSource
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice
+from probes.defaults import RETRIEVAL_MAX_MEMORY, RETRIEVAL_METRIC
 
 METRICS = ("mAP", "mAP@R", "R-precision", "P@1", "R@1", "R@5", "R@10")
 INFO = register(TaskInfo(
@@ -22,8 +23,8 @@ class Settings:
 
     query_split: str = "test"
     gallery_split: str | None = None
-    metric: str = "cosine"
-    max_memory: str | int = "2GB"
+    metric: str = RETRIEVAL_METRIC
+    max_memory: str | int = RETRIEVAL_MAX_MEMORY
 
     def __post_init__(self) -> None:
         check_choice("retrieval", "--metric", self.metric, ("cosine", "euclidean"))

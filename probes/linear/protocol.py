@@ -4,7 +4,7 @@ one final score on test.
 Test labels cannot reach model selection: :func:`fit_linear_probe` takes no test data at all;
 :func:`evaluate_linear_probe` scores the fitted probe on test once, afterwards. The defaults of
 the protocol come from :mod:`probes.defaults` (torch-free, so the CLI reads them too), and the
-few that only the probe functions state are the ``LINEAR_*`` constants here.
+few that only the probe functions state (the selection rule, the C grid) are here.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from probes._dtype import resolve_dtype
 from probes._progress import progress_bar
 from probes.classification import ClassificationMetrics, score_classification
 from probes.defaults import (
+    LINEAR_DTYPE,
     LINEAR_MAX_ITER,
     LINEAR_NORMALIZATION,
     LINEAR_REFIT_ON_VAL,
+    LINEAR_SEED,
     LINEAR_TOL,
 )
 from probes.linear.head import LinearProbe, normalization_stats, normalize_tensor
@@ -39,10 +41,6 @@ from probes.linear.solver import (
     lbfgs,
 )
 
-#: Working dtype of the fit (the solver's sums and curvature history are float64 either way).
-LINEAR_DTYPE = "float32"
-#: Recorded only: the fit itself is deterministic.
-LINEAR_SEED = 0
 #: How C is chosen from the sweep, as the settings record it.
 SELECTION_RULE = "val top1 (ties -> smaller C)"
 
