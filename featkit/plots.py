@@ -4,7 +4,9 @@
 Figures are built with the object-oriented API (``Figure(...)``, no pyplot state), so they work
 headless, never pile up in pyplot's figure list, and display in Jupyter as the cell's value.
 Save one with ``fig.savefig("x.png", bbox_inches="tight")``. Accuracies come in as fractions and
-are drawn in percent.
+are drawn in percent. The statistics a figure draws (rank tests, robustness fits) come from
+:mod:`featkit.stats`; the tables from :mod:`featkit.reporting.frames`, which this module never
+imports (the report imports the figures, not the other way round).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featkit.stats import RankTest, RobustnessFit, inverse_transform, transform_accuracy
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from featkit.reporting import RankTest, RobustnessFit
 
 
 def new_figure(width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1,
@@ -283,7 +285,7 @@ def draw_cd_diagram(ax: Axes, test: RankTest) -> dict[str, list]:
 
 
 def cd_diagram(test: RankTest, *, title: str | None = None) -> Figure:
-    """The critical-difference diagram of a :class:`featkit.reporting.RankTest` with the
+    """The critical-difference diagram of a :class:`featkit.stats.RankTest` with the
     Friedman p-value and the CD in the title (FG-BMK Figs 6-7)."""
     fig, axes = new_figure(7.0, 1.4 + 0.32 * test.k + 0.25 * max(len(test.groups), 1))
     ax = axes[0, 0]
@@ -301,15 +303,15 @@ def _accuracy_ticks(lo: float, hi: float) -> list[float]:
     candidates = [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95,
                   0.98, 0.99, 0.999]
     inside = [c for c in candidates if lo <= c <= hi]
-    return inside if len(inside) >= 2 else [c for c in candidates if lo / 3 <= c <= 1 - (1 - hi) / 3]
+    if len(inside) >= 2:
+        return inside
+    return [c for c in candidates if lo / 3 <= c <= 1 - (1 - hi) / 3]
 
 
 def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure:
     """Shifted vs reference accuracy on probit (or logit) axes: the baseline fit as a line,
     y = x dashed, baseline systems as dots and the others as stars, each labelled with its
     effective robustness in points."""
-    from featkit.reporting import inverse_transform, transform_accuracy
-
     points = fit.points
     tx = transform_accuracy(points["ref"], fit.transform, fit.clip)
     ty = transform_accuracy(points["shifted"], fit.transform, fit.clip)

@@ -1,5 +1,6 @@
 """featkit.plots: every figure function returns a Figure that draws the numbers it was given
-and saves as a non-empty PNG."""
+and saves as a non-empty PNG; the critical-difference bars join exactly the pairs Nemenyi's test
+does not separate."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from matplotlib.figure import Figure
 
 from featkit import plots
 from featkit import reporting as R
+from featkit import stats as S
+from tests.featkit.test_stats import RANKS, SYSTEMS, ranked_values
 
 
 def saved(fig: Figure, tmp_path, name: str) -> bytes:
@@ -98,7 +101,7 @@ def test_pca_scatter_and_per_class_ranked(tmp_path):
 def test_cd_diagram_figure(tmp_path):
     values = pd.DataFrame(np.array([[0.9, 0.8, 0.7, 0.6]] * 6) + np.arange(6)[:, None] / 100,
                           columns=list("ABCD"))
-    test = R.friedman_nemenyi(values)
+    test = S.friedman_nemenyi(values)
     fig = plots.cd_diagram(test)
     title = fig.axes[0].get_title()
     assert f"CD = {test.cd:.3f}" in title and "Friedman p = " in title
@@ -107,9 +110,49 @@ def test_cd_diagram_figure(tmp_path):
     saved(fig, tmp_path, "cd")
 
 
+def test_cd_diagram_cliques_agree_with_nemenyi_pvalues():
+    checked, shapes = 0, set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        values = pd.DataFrame(rng.random((12, 5)) + np.linspace(0, 0.6, 5),
+                              columns=SYSTEMS)
+        test = S.friedman_nemenyi(values, alpha=(0.05, 0.2)[seed % 2])
+        by_rank = {round(r, 9): s for s, r in test.mean_ranks.items()}
+        if len(by_rank) < 5:
+            continue  # tied mean ranks: a bar's x positions would not name its systems
+        if checked == 8:
+            break
+        checked += 1
+        shapes.add((test.alpha, len(test.groups)))
+        fig, axes = plots.new_figure()
+        artists = plots.draw_cd_diagram(axes[0, 0], test)
+        bars = [tuple(sorted(by_rank[round(x, 9)] for x in line.get_xdata()))
+                for lines in artists["crossbars"] for line in lines]
+        assert sorted(bars) == sorted(test.groups)
+        for bar in bars:  # every pair under a bar: not significant
+            for a in bar:
+                for b in bar:
+                    assert test.pvalues.loc[a, b] >= test.alpha
+        for a in SYSTEMS:  # every non-significant pair shares a bar
+            for b in SYSTEMS:
+                if a < b and test.pvalues.loc[a, b] >= test.alpha:
+                    assert any(a in bar and b in bar for bar in bars)
+    assert checked == 8 and len(shapes) >= 3  # both alphas, not all of one structure
+
+
+def test_designed_diagram_draws_the_four_expected_bars():
+    test = S.friedman_nemenyi(ranked_values())
+    fig, axes = plots.new_figure()
+    artists = plots.draw_cd_diagram(axes[0, 0], test)
+    spans = sorted(tuple(sorted(np.round(line.get_xdata(), 3))) for lines in artists["crossbars"]
+                   for line in lines)
+    means = np.round(RANKS.mean(axis=0), 3)
+    assert spans == [tuple(means[i:i + 2]) for i in range(4)]
+
+
 def test_effective_robustness_figure_draws_the_fit(tmp_path):
     ref = np.array([0.3, 0.5, 0.7])
-    shifted = R.inverse_transform(0.8 * R.transform_accuracy(ref) - 0.3)
+    shifted = S.inverse_transform(0.8 * S.transform_accuracy(ref) - 0.3)
     frame = pd.DataFrame([
         {"task": "linear_probe", "model": f"m{i}", "system": f"m{i}", "dataset": d,
          "merged": False, "metric": "top1", "value": float(v)}
