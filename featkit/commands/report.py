@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for results.csv, report.md and PNGs")
     parser.add_argument(
         "--metrics", default="headline",
-        help="metrics charted and rank-tested: 'headline' (retrieval mAP and mAP@R, probe "
-        "top1; default), 'all', or comma-separated names",
+        help="metrics charted and rank-tested: 'headline' (each task's headline metrics in the "
+        "task registry, e.g. retrieval mAP and mAP@R, probe top1; default), 'all', or "
+        "comma-separated names",
     )
     parser.add_argument(
         "--shift", action="append", default=[], metavar="REF:SHIFTED",
@@ -42,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift-metric", default="top1",
                         help="metric of the robustness fit (default: top1)")
     parser.add_argument("--shift-task", default=None,
-                        help="task of the robustness fit (default: linear_probe, else knn, "
-                        "else retrieval)")
+                        help="task of the robustness fit (default: the task with both datasets "
+                        "that the task registry ranks first: linear_probe, else knn, else "
+                        "retrieval)")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level of the Nemenyi test (default: 0.05)")
     parser.add_argument(

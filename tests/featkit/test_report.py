@@ -1,6 +1,7 @@
-"""featkit.reporting (featkit report): collected tables equal the JSON inputs; Friedman/Nemenyi statistics and the
-CD against the formula and Demšar's table; effective robustness against points placed on and
-above a known line; skipped figures; the CLI."""
+"""featkit.reporting (featkit report): collected tables equal the JSON inputs; headline metrics
+and the task of a robustness fit come from the task registry; rank tests over the collected
+table; effective robustness against points placed on and above a known line; skipped figures;
+the CLI. The statistics themselves are tested in test_stats.py, the figures in test_plots.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import chi2, linregress, norm
 
+import featkit
 from featkit import reporting as R
+from featkit import stats as S
 from featkit.errors import FeatkitError
 from featkit.results import make_result, write_result
+from featkit.tasks import registry
+from featkit.tasks.registry import TaskInfo
 
 
 def record(task, model, dataset, metrics, features="visual", **extra):
@@ -28,22 +32,6 @@ def perturb_record(model, dataset, clean, points, mode="relative"):
     rec = record("perturb", model, dataset, {"clean_top1": clean, "sweep": sweep})
     rec["settings"] = {"norm": "l2", "eps_mode": mode}
     return rec
-
-
-# Ranks (1 = best) of five systems A..E on twelve datasets, built so the rank sums are
-# 14, 25, 36, 47, 58: neighbours differ by 11/12 = 0.917 < CD = 1.7608 and systems two apart by
-# 22/12 = 1.833 > CD, so exactly {A,B}, {B,C}, {C,D}, {D,E} are not significantly different.
-RANKS = np.array([
-    [2, 1, 3, 4, 5], [1, 2, 4, 3, 5], [1, 3, 2, 4, 5], [1, 3, 2, 4, 5], [1, 2, 3, 5, 4],
-    [1, 2, 3, 4, 5], [2, 1, 3, 5, 4], [1, 2, 3, 4, 5], [1, 2, 4, 3, 5], [1, 3, 2, 4, 5],
-    [1, 2, 4, 3, 5], [1, 2, 3, 4, 5],
-])
-SYSTEMS = ["A", "B", "C", "D", "E"]
-
-
-def ranked_values() -> pd.DataFrame:
-    return pd.DataFrame(1.0 - RANKS / 10.0, columns=SYSTEMS,
-                        index=[f"d{i}" for i in range(len(RANKS))])
 
 
 # --------------------------------------------------------------------------- collecting
@@ -159,86 +147,48 @@ def test_merged_and_perturbed_frames(tmp_path):
     assert len(rep.sweeps) == 3 and rep.sweeps["top1"].tolist() == [0.7, 0.4, 0.1]
 
 
+# --------------------------------------------------------------------------- task registry
+
+
+@pytest.fixture
+def zero_shot(monkeypatch):
+    """A task registered for one test only. The registry's own modules are imported first, so
+    nothing they register is lost when this one is taken out again."""
+    registry.tasks()
+    info = TaskInfo(name="zero_shot", title="zero-shot", headline=("top5",),
+                    columns=("top1", "top5"), module=__name__, shift_priority=-1)
+    monkeypatch.setitem(registry._TASKS, info.name, info)
+    return info
+
+
+def test_headline_metrics_come_from_the_registry(zero_shot):
+    metrics = {"top1": 0.5, "top5": 0.7, "mAP": 0.3, "mAP@R": 0.2}
+    rows = [record(task, "m", "cub", metrics) for task in ("retrieval", "zero_shot", "other")]
+    frame = R.results_frame([("", r) for r in rows])
+    assert R.select_metrics(frame) == [
+        ("other", "mAP"), ("other", "mAP@R"), ("other", "top1"), ("other", "top5"),
+        ("retrieval", "mAP"), ("retrieval", "mAP@R"), ("zero_shot", "top5")]
+    md = R.report(rows, figures=False).markdown()
+    assert md.index("## zero_shot: top5") < md.index("## zero_shot: top1")  # headline first
+
+
+def test_robustness_fit_takes_the_task_the_registry_ranks_first(zero_shot):
+    records = [record(task, f"m{i}", d, {"top1": acc - 0.2 * (d == "out")})
+               for task in ("linear_probe", "zero_shot", "other")
+               for i, acc in enumerate((0.5, 0.6, 0.7)) for d in ("in", "out")]
+    rep = R.report(records, shifts=["in:out"], figures=False)
+    assert rep.robustness["in:out"].task == "zero_shot"
+    assert R.shift_task_order(["other", "retrieval", "perturb", "knn", "linear_probe",
+                               "zero_shot"]) == ["zero_shot", "linear_probe", "knn",
+                                                 "retrieval", "other", "perturb"]
+
+
+def test_the_package_keeps_the_module_api():
+    assert featkit.report is R.report
+    assert all(hasattr(R, name) for name in R.__all__)
+
+
 # --------------------------------------------------------------------------- rank statistics
-
-
-def test_critical_difference_formula_and_demsar_table():
-    assert R.critical_difference(5, 12, 0.05) == pytest.approx(1.7608, abs=5e-5)
-    q = 2.7277743708703763  # studentized_range.ppf(0.95, 5, inf) / sqrt(2)
-    assert R.critical_difference(5, 12) == pytest.approx(q * math.sqrt(5 * 6 / (6 * 12)))
-    # Demšar (2006) Table 5(a): Nemenyi q_0.05 for k = 2..10.
-    table = [1.960, 2.343, 2.569, 2.728, 2.850, 2.949, 3.031, 3.102, 3.164]
-    for k, expected in zip(range(2, 11), table):
-        assert R.nemenyi_q_alpha(k, 0.05) == pytest.approx(expected, abs=1e-3)
-    assert R.nemenyi_q_alpha(5, 0.10) == pytest.approx(2.459, abs=1e-3)  # Table 5(b)
-
-
-def test_friedman_statistic_equals_the_textbook_formula():
-    values = ranked_values()
-    test = R.friedman_nemenyi(values)
-    n, k = values.shape
-    rank_means = RANKS.mean(axis=0)
-    statistic = 12 * n / (k * (k + 1)) * (np.sum(rank_means ** 2) - k * (k + 1) ** 2 / 4)
-    assert test.statistic == pytest.approx(statistic)
-    assert test.pvalue == pytest.approx(chi2.sf(statistic, k - 1))
-    assert test.mean_ranks.to_dict() == pytest.approx(dict(zip(SYSTEMS, rank_means)))
-    assert test.k == 5 and test.n == 12
-    assert test.cd == pytest.approx(1.7608, abs=5e-5)
-
-
-def test_nemenyi_pvalues_agree_with_the_cd_and_the_groups():
-    test = R.friedman_nemenyi(ranked_values())
-    for a in SYSTEMS:
-        for b in SYSTEMS:
-            if a == b:
-                continue
-            diff = abs(test.mean_ranks[a] - test.mean_ranks[b])
-            assert (test.pvalues.loc[a, b] < 0.05) == (diff > test.cd)
-    assert test.groups == (("A", "B"), ("B", "C"), ("C", "D"), ("D", "E"))
-
-
-def test_cd_diagram_cliques_agree_with_nemenyi_pvalues():
-    from featkit import plots
-
-    checked, shapes = 0, set()
-    for seed in range(40):
-        rng = np.random.default_rng(seed)
-        values = pd.DataFrame(rng.random((12, 5)) + np.linspace(0, 0.6, 5),
-                              columns=SYSTEMS)
-        test = R.friedman_nemenyi(values, alpha=(0.05, 0.2)[seed % 2])
-        by_rank = {round(r, 9): s for s, r in test.mean_ranks.items()}
-        if len(by_rank) < 5:
-            continue  # tied mean ranks: a bar's x positions would not name its systems
-        if checked == 8:
-            break
-        checked += 1
-        shapes.add((test.alpha, len(test.groups)))
-        fig, axes = plots.new_figure()
-        artists = plots.draw_cd_diagram(axes[0, 0], test)
-        bars = [tuple(sorted(by_rank[round(x, 9)] for x in line.get_xdata()))
-                for lines in artists["crossbars"] for line in lines]
-        assert sorted(bars) == sorted(test.groups)
-        for bar in bars:  # every pair under a bar: not significant
-            for a in bar:
-                for b in bar:
-                    assert test.pvalues.loc[a, b] >= test.alpha
-        for a in SYSTEMS:  # every non-significant pair shares a bar
-            for b in SYSTEMS:
-                if a < b and test.pvalues.loc[a, b] >= test.alpha:
-                    assert any(a in bar and b in bar for bar in bars)
-    assert checked == 8 and len(shapes) >= 3  # both alphas, not all of one structure
-
-
-def test_designed_diagram_draws_the_four_expected_bars():
-    from featkit import plots
-
-    test = R.friedman_nemenyi(ranked_values())
-    fig, axes = plots.new_figure()
-    artists = plots.draw_cd_diagram(axes[0, 0], test)
-    spans = sorted(tuple(sorted(np.round(line.get_xdata(), 3))) for lines in artists["crossbars"]
-                   for line in lines)
-    means = np.round(RANKS.mean(axis=0), 3)
-    assert spans == [tuple(means[i:i + 2]) for i in range(4)]
 
 
 def test_rank_test_skips_and_drops():
@@ -252,8 +202,6 @@ def test_rank_test_skips_and_drops():
     test, note = R.rank_test_for(frame, "retrieval", "mAP")
     assert test is not None and test.n == 2 and test.dropped_datasets == ("z",)
     assert "z" in note
-    ties = pd.DataFrame(np.ones((4, 3)), columns=["a", "b", "c"])
-    assert R.friedman_nemenyi(ties).pvalue == 1.0
 
 
 # --------------------------------------------------------------------------- effective robustness
@@ -263,13 +211,13 @@ def test_rank_test_skips_and_drops():
 def test_effective_robustness_on_and_above_the_line(transform):
     slope, intercept = 0.9, -0.4
     ref = np.array([0.3, 0.5, 0.7, 0.85])
-    on_line = R.inverse_transform(slope * R.transform_accuracy(ref, transform) + intercept,
+    on_line = S.inverse_transform(slope * S.transform_accuracy(ref, transform) + intercept,
                                   transform)
-    fit = R.fit_robustness_line(ref, on_line, transform)
+    fit = S.fit_robustness_line(ref, on_line, transform)
     assert fit == pytest.approx((slope, intercept), abs=1e-9)
 
     new_ref = 0.6
-    predicted = float(R.inverse_transform(slope * R.transform_accuracy(new_ref, transform)
+    predicted = float(S.inverse_transform(slope * S.transform_accuracy(new_ref, transform)
                                           + intercept, transform))
     records = [record("linear_probe", f"base{i}", "imagenet", {"top1": float(a)})
                for i, a in enumerate(ref)]
@@ -285,19 +233,6 @@ def test_effective_robustness_on_and_above_the_line(transform):
     assert points.loc["above", "effective_robustness"] == pytest.approx(5.0, abs=1e-9)
     assert not points.loc["above", "baseline"] and points.loc["base2", "baseline"]
     assert points.loc["base1", "effective_robustness"] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_robustness_fit_matches_scipy_linregress_on_noisy_points():
-    rng = np.random.default_rng(3)
-    ref = rng.uniform(0.2, 0.9, 8)
-    shifted = np.clip(ref - 0.2 + rng.normal(0, 0.03, 8), 0.01, 0.99)
-    reg = linregress(norm.ppf(ref), norm.ppf(shifted))
-    assert R.fit_robustness_line(ref, shifted) == pytest.approx((reg.slope, reg.intercept))
-    er = R.effective_robustness(ref, shifted, reg.slope, reg.intercept)
-    expected = 100 * (shifted - norm.cdf(reg.slope * norm.ppf(ref) + reg.intercept))
-    assert er == pytest.approx(expected)
-    # accuracies of 0 and 1 are clipped, not infinite
-    assert np.isfinite(R.transform_accuracy([0.0, 1.0])).all()
 
 
 def test_robustness_skips_with_too_few_baselines():

@@ -61,7 +61,8 @@ def write_inputs(root: Path) -> None:
                    "top1_k10": base - 0.1 + 0.01 * j}
             write_result(record("few_shot", model, dataset, few),
                          root / "few" / f"{model}_{dataset}.json")
-        knn = [record("knn", model, d, {"top1": 0.3 + 0.1 * i + k / 17, "top1_k10": 0.31 + k / 50 + 0.05 * i})
+        knn = [record("knn", model, d, {"top1": 0.3 + 0.1 * i + k / 17,
+                                        "top1_k10": 0.31 + k / 50 + 0.05 * i})
                for k, d in enumerate(DATASETS)]
         write_result(knn, root / f"knn_{model}.json")
     write_result(record("retrieval", "m-a", "cub", {"mAP": 0.5}, features="aligned"),
