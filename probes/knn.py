@@ -18,6 +18,7 @@ import torch
 
 from featkit._device import torch_device
 from featkit.errors import FeatkitError
+from probes._checks import check_finite
 from probes._progress import progress_bar
 from probes.classification import ClassificationMetrics, score_classification
 from probes.defaults import KNN_KS, KNN_PRIMARY_K, KNN_TEMPERATURE
@@ -131,6 +132,8 @@ def knn_scores(
     ks = _check_ks(ks)
     if temperature <= 0:
         raise FeatkitError(f"the kNN temperature must be positive; got {temperature}")
+    check_finite(train_features, "kNN bank features")
+    check_finite(query_features, "kNN query features")
     train_labels = np.asarray(train_labels, dtype=np.int64)
     sims, idx = nearest_neighbors(
         train_features, query_features, ks[-1], chunk_size=chunk_size, device=device,

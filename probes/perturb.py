@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from featkit._device import torch_device
 from featkit.errors import FeatkitError
+from probes._checks import check_finite
 from probes._dtype import resolve_dtype
 from probes._progress import progress_bar
 from probes.defaults import PGD_NORM, PGD_STEPS, PGD_TARGET
@@ -386,6 +387,7 @@ def _check_inputs(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise FeatkitError(f"labels must be integer class ids, got {y.dtype}")
+    check_finite(x, "attacked features")
     return x, y.astype(np.int64)
 
 

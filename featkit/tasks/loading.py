@@ -37,11 +37,27 @@ class FeatureSource:
     cache_dir: str | os.PathLike | None = None
 
     def load(self, dataset: str, split: str) -> FeatureSet:
-        """One cached split (:func:`featkit.load`)."""
+        """One cached split (:func:`featkit.load`), refused when it is empty or holds
+        non-finite features: no task scores those silently."""
         import featkit
 
-        return featkit.load(self.model, dataset, split, self.features, cache_dir=self.cache_dir,
-                            weights=self.weights, adapter=self.adapter)
+        fs = featkit.load(self.model, dataset, split, self.features, cache_dir=self.cache_dir,
+                          weights=self.weights, adapter=self.adapter)
+        check_usable(fs, dataset, split)
+        return fs
+
+
+def check_usable(fs: FeatureSet, dataset: str, split: str) -> None:
+    """A one-line error naming the file, split and kind when a split is empty or has rows
+    with NaN or infinite features."""
+    where = f"{fs.path}: {dataset}/{split} '{fs.kind}' features"
+    if len(fs) == 0:
+        raise FeatkitError(f"{where} have no rows (an empty split); check the dataset's "
+                           f"{split} list or re-extract")
+    bad = int(np.count_nonzero(~np.isfinite(fs.features.sum(axis=1, dtype=np.float64))))
+    if bad:
+        raise FeatkitError(f"{where}: {bad} of {len(fs)} rows are not finite (NaN or inf); "
+                           f"re-extract with 'featkit extract --overwrite' or drop those images")
 
 
 @dataclass

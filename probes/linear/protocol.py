@@ -19,6 +19,7 @@ import torch
 
 from featkit._device import torch_device
 from featkit.errors import FeatkitError
+from probes._checks import check_finite
 from probes._dtype import resolve_dtype
 from probes._progress import progress_bar
 from probes.classification import ClassificationMetrics, score_classification
@@ -157,6 +158,8 @@ def fit_linear_probe(
             f"train and val features must be 2-D with the same width; got {train_x.shape} "
             f"and {val_x.shape}"
         )
+    check_finite(train_x, "train features")
+    check_finite(val_x, "val features")
     if len(val_x) == 0:
         raise FeatkitError("the validation split is empty; C cannot be selected without it")
     n_classes = len(class_names) if class_names is not None else int(max(
@@ -303,6 +306,7 @@ def evaluate_linear_probe(
     fit: LinearProbeFit, test_features: np.ndarray, test_labels: np.ndarray
 ) -> LinearProbeResult:
     """Score the fitted probe once on test (top-1/top-5/mean per-class/per-class)."""
+    check_finite(test_features, "test features")
     scores = fit.probe.predict_scores(test_features)
     labels = check_labels(test_labels, fit.probe.num_classes, "test")
     return LinearProbeResult(
