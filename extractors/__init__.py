@@ -6,10 +6,12 @@ importing this package (and ``featkit --help``) stays instant.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
+from featkit._device import resolve_device
 from featkit._imports import import_present
 
 __all__ = [
@@ -17,8 +19,11 @@ __all__ = [
     "Extractor",
     "ExtractorSpec",
     "Family",
+    "OptionSpec",
     "Preprocessing",
+    "adapter_models",
     "canonical_id",
+    "check_options",
     "families",
     "get_spec",
     "load_extractor",
@@ -80,15 +85,49 @@ def get_spec(model: str) -> ExtractorSpec:
     return fams[family_name].resolve(name)
 
 
+def adapter_models() -> list[str]:
+    """The families (``the hf family``) and test models (``test:tiny-llava``) that take adapters."""
+    return [name for family in families().values() for name in family.adapter_models()]
+
+
+def check_options(
+    model: str | ExtractorSpec,
+    options: Mapping[str, Any] | None = None,
+    *,
+    adapter: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Every option ``model`` declares, parsed from ``options`` (strings from the command line, or
+    Python values) or at its default; an unknown option, an unparsable value or an adapter the
+    model cannot apply is a one-line :class:`~featkit.errors.FeatkitError` listing what is
+    accepted."""
+    spec = model if isinstance(model, ExtractorSpec) else get_spec(model)
+    family = families()[spec.family]
+    models = adapter_models() if adapter and not family.accepts_adapter_for(spec) else ()
+    return family.check_options(spec, options, adapter=adapter, adapter_models=models)
+
+
 def load_extractor(
     model: str,
     *,
-    weights: str | None = None,
+    weights: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
     device: str = "cpu",
     precision: str = "fp32",
     options: Mapping[str, Any] | None = None,
 ) -> Extractor:
-    """Load a model adapter by id or alias (``weights``: local file or directory)."""
+    """Load a model adapter by id or alias, offline.
+
+    ``weights``: a local file or directory; ``adapter``: a peft adapter directory (families that
+    declare ``accepts_adapter``); ``options``: the family's declared options (see
+    :func:`check_options`). An ``"adapter"`` entry in ``options`` is read as ``adapter`` (kept for
+    featkit/commands/perturb.py until it passes ``adapter=``).
+    """
     spec = get_spec(model)
-    family = families()[spec.family]
-    return family.load(spec, weights=weights, device=device, precision=precision, options=options or {})
+    options = dict(options or {})
+    adapter = adapter or options.pop("adapter", None)
+    adapter = str(adapter) if adapter else None
+    parsed = check_options(spec, options, adapter=adapter)
+    return families()[spec.family].load(
+        spec, weights=str(weights) if weights else None, adapter=adapter,
+        device=resolve_device(device), precision=precision, options=parsed,
+    )

@@ -1,12 +1,14 @@
-"""The extractor spec (data only) and the loaded-adapter interface every family implements."""
+"""The extractor spec (data only), the options a family declares, and the loaded-adapter
+interface every family implements."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from featkit.errors import FeatkitError, UnknownNameError
+from featkit.errors import FeatkitError, UnknownNameError, closest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +41,72 @@ class Preprocessing:
         }
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One extractor option a family accepts (``--option NAME=VALUE``, ``options={NAME: VALUE}``).
+
+    ``type`` is ``int``, ``float``, ``str`` or ``bool``: values from the command line arrive as
+    strings and are parsed by it. ``default`` (None: the family decides, e.g. from the checkpoint)
+    is what the loader sees when the option is not given. ``changes_features``: whether the value
+    changes the features, and so is part of the cache key.
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    changes_features: bool = True
+    help: str = ""
+
+    def parse(self, value: Any, model: str, accepted: str) -> Any:
+        """``value`` as :attr:`type` (None: not given, the default); else a one-line error."""
+        if value is None:
+            return self.default
+        parsed = _parse_value(self.type, value)
+        if parsed is None:
+            raise FeatkitError(
+                f"option {self.name}={value!r} for {model}: expected {_TYPE_WORDS[self.type]}; "
+                f"{model} accepts {accepted}"
+            )
+        return parsed
+
+    def describe(self) -> str:
+        """``name (type, default D)``: how error messages and listings name the option."""
+        default = "" if self.default is None else f", default {self.default!r}"
+        return f"{self.name} ({self.type.__name__}{default})"
+
+
+def _parse_value(kind: type, value: Any) -> Any:
+    """``value`` as ``kind``, or None when it is not one (no silent conversions of other types)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is str:
+            return value
+        if kind is bool:
+            lowered = text.lower()
+            return True if lowered in _TRUE else False if lowered in _FALSE else None
+        try:
+            return kind(text)
+        except ValueError:
+            return None
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or kind is str:
+        return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def describe_options(options: Sequence[OptionSpec]) -> str:
+    """The accepted options in one line, for errors and ``featkit list models``."""
+    return ", ".join(o.describe() for o in options) if options else "no options"
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
     """What a model is, apart from how it is loaded.
@@ -46,7 +114,8 @@ class ExtractorSpec:
     ``kinds`` maps each feature kind (``visual``, ``aligned``, ``patch_mean``, ``last_token``...)
     to its dimension, or ``None`` when only loading the model tells. ``weights`` names the weights
     source: a pretrained tag or hub id, ``"random"`` for deliberately random test models, or
-    ``"none"`` for parameter-free extractors.
+    ``"none"`` for parameter-free extractors. ``config`` is the family's own description of the
+    model (library model name, tag, layout...), never user input (that is ``options``).
     """
 
     name: str
@@ -57,7 +126,7 @@ class ExtractorSpec:
     description: str = ""
     notes: str = ""
     default_kinds: tuple[str, ...] = ()
-    options: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def default_features(self) -> tuple[str, ...]:
@@ -81,6 +150,10 @@ class Extractor:
     preprocessing: dict[str, Any]
     device: str = "cpu"
     precision: str = "fp32"
+    #: the applied adapter's identity (sha256), None when no adapter was applied
+    adapter_identity: str | None = None
+    #: family settings that change the features beyond weights and preprocessing (cache key)
+    _settings: Mapping[str, Any] = MappingProxyType({})
 
     def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -127,7 +200,7 @@ class Extractor:
     def key_settings(self) -> dict[str, Any]:
         """Settings beyond weights and preprocessing that change the features (part of the key):
         the adapter's ``_settings`` dict, plus the precision when it is not fp32."""
-        settings = dict(getattr(self, "_settings", None) or {})
+        settings = dict(self._settings)
         if self.precision != "fp32":
             settings["precision"] = self.precision
         return settings
@@ -174,10 +247,50 @@ class AdaptableExtractor(TextEmbedder):
 class Family:
     """A model family: resolves ``family:name`` ids to specs and loads them.
 
+    ``options`` declares the extractor options the family accepts and ``accepts_adapter`` whether
+    it can apply a peft adapter (``--adapter``); :meth:`check_options` holds every load to them.
     Register subclasses with :func:`extractors.register`.
     """
 
     name: str = ""
+    options: tuple[OptionSpec, ...] = ()
+    accepts_adapter: bool = False
+
+    def options_for(self, spec: ExtractorSpec) -> tuple[OptionSpec, ...]:
+        """The options ``spec`` accepts (the family's; the ``test`` family's mimic others)."""
+        return self.options
+
+    def accepts_adapter_for(self, spec: ExtractorSpec) -> bool:
+        """Whether ``spec`` can apply an adapter."""
+        return self.accepts_adapter
+
+    def adapter_models(self) -> list[str]:
+        """How an error names what in this family takes adapters (none: empty)."""
+        return [f"the {self.name} family"] if self.accepts_adapter else []
+
+    def check_options(
+        self, spec: ExtractorSpec, options: Mapping[str, Any] | None, *, adapter: Any = None,
+        adapter_models: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Every declared option of ``spec``, parsed (given) or its default.
+
+        An unknown option, a value that does not parse, or an adapter for a model that cannot
+        apply one is a one-line :class:`FeatkitError` that lists what is accepted
+        (``adapter_models``: the families and models that take adapters, for that message).
+        """
+        declared = {o.name: o for o in self.options_for(spec)}
+        accepted = describe_options(tuple(declared.values()))
+        if adapter and not self.accepts_adapter_for(spec):
+            where = f"; adapters apply to {', '.join(adapter_models)}" if adapter_models else ""
+            raise FeatkitError(f"--adapter {adapter}: {spec.name} cannot apply an adapter{where}")
+        given = dict(options or {})
+        for name in given:
+            if name not in declared:
+                raise FeatkitError(
+                    f"unknown option '{name}' for {spec.name}{closest(name, list(declared))}; "
+                    f"{spec.name} accepts {accepted}"
+                )
+        return {name: option.parse(given.get(name), spec.name, accepted) for name, option in declared.items()}
 
     def specs(self) -> list[ExtractorSpec]:
         """Specs to show in ``featkit list models`` (known or registered models)."""
@@ -188,8 +301,6 @@ class Family:
         for spec in self.specs():
             if spec.name == f"{self.name}:{name}":
                 return spec
-        from featkit.errors import UnknownNameError, closest
-
         known = [s.name for s in self.specs()]
         raise UnknownNameError(f"unknown model '{self.name}:{name}'{closest(f'{self.name}:{name}', known)}")
 
@@ -198,10 +309,12 @@ class Family:
         spec: ExtractorSpec,
         *,
         weights: str | None = None,
+        adapter: str | None = None,
         device: str = "cpu",
         precision: str = "fp32",
         options: Mapping[str, Any] | None = None,
     ) -> Extractor:
+        """Load ``spec``; ``options`` are :meth:`check_options`' output (every declared option)."""
         raise NotImplementedError
 
     def weights_available(self, spec: ExtractorSpec) -> bool | None:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extractors import add_alias, register
-from extractors.base import AdaptableExtractor, ExtractorSpec, Family, Preprocessing
+from extractors.base import AdaptableExtractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.tiny import register_tiny
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
 
@@ -60,6 +60,14 @@ ARCHITECTURES = {
     "LlavaForConditionalGeneration": "llava",
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
 }
+#: The options every hf model (and its tiny twins) accepts.
+OPTIONS = (
+    OptionSpec("instruction", str, DEFAULT_INSTRUCTION, changes_features=True,
+               help="the instruction of the last_token prompt '<image-token> <instruction>'"),
+    OptionSpec("image_size", int, None, changes_features=True,
+               help=f"Qwen2-VL: the fixed square input size in pixels (default "
+                    f"{DEFAULT_QWEN_IMAGE_SIZE}); LLaVA's processor fixes its own"),
+)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -98,6 +106,8 @@ class HFFamily(Family):
     """``hf:<hub id or local dir>``: any LLaVA or Qwen2-VL checkpoint loadable by transformers."""
 
     name = "hf"
+    options = OPTIONS
+    accepts_adapter = True
 
     def specs(self) -> list[ExtractorSpec]:
         return list(KNOWN_SPECS)
@@ -119,11 +129,10 @@ class HFFamily(Family):
             default_kinds=("visual", "aligned"),
         )
 
-    def load(self, spec, *, weights=None, device="cpu", precision="fp32",
+    def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
              options: Mapping[str, Any] | None = None) -> HFVLMExtractor:
-        options = dict(options or {})
         source = spec.name.partition(":")[2]
-        path, identity, adapter = resolve_weights(source, weights, options.get("adapter"))
+        path, identity, adapter = resolve_weights(source, weights, adapter)
         return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
                            precision=precision, options=options,
                            base_model_reference=base_model_reference(source, weights))
@@ -258,6 +267,9 @@ def load_hf_vlm(
             f"{spec.name} is a {architecture}; the hf family supports "
             f"{', '.join(ARCHITECTURES)}"
         )
+    if ARCHITECTURES[architecture] == "llava" and options.get("image_size") is not None:
+        raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a LLaVA, whose "
+                           f"image processor fixes its input size (the option is for Qwen2-VL)")
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float32
     if on_gpu and precision in ("bf16", "fp16"):
@@ -653,7 +665,6 @@ TINY_QWEN2VL = ExtractorSpec(
 )
 
 _TINY_BUILDERS = {"test:tiny-llava": "build_tiny_llava", "test:tiny-qwen2vl": "build_tiny_qwen2vl"}
-_TINY_IMAGE_SIZE = {"test:tiny-qwen2vl": 32}
 
 
 def tiny_model_dir(model: str = "test:tiny-llava") -> Path:
@@ -674,11 +685,7 @@ def tiny_model_dir(model: str = "test:tiny-llava") -> Path:
     return _TINY_DIRS[model]
 
 
-def _load_tiny(spec, *, weights=None, device="cpu", precision="fp32", options=None):
-    options = dict(options or {})
-    if spec.name in _TINY_IMAGE_SIZE:
-        options.setdefault("image_size", _TINY_IMAGE_SIZE[spec.name])
-    adapter = options.get("adapter")
+def _load_tiny(spec, *, weights=None, adapter=None, device="cpu", precision="fp32", options=None):
     if weights:
         path, identity, adapter = resolve_weights(spec.name, weights, adapter)
         reference = base_model_reference(spec.name, weights)
@@ -688,5 +695,5 @@ def _load_tiny(spec, *, weights=None, device="cpu", precision="fp32", options=No
                        precision=precision, options=options, quiet=True, base_model_reference=reference)
 
 
-register_tiny(TINY_LLAVA)(_load_tiny)
-register_tiny(TINY_QWEN2VL)(_load_tiny)
+register_tiny(TINY_LLAVA, HFFamily)(_load_tiny)
+register_tiny(TINY_QWEN2VL, HFFamily, defaults={"image_size": 32})(_load_tiny)

@@ -511,7 +511,7 @@ def _describe(name: str, tag: str | None) -> ExtractorSpec:
         description=f"open_clip {name}" + (f" ({tag})" if tag else "")
         + (f", timm trunk {trunk}" if trunk else "") + f", {size} px",
         notes="; ".join(notes),
-        options={"model_name": name, "tag": tag, "quick_gelu": quick_gelu, "layout": tower.layout,
+        config={"model_name": name, "tag": tag, "quick_gelu": quick_gelu, "layout": tower.layout,
                  "preprocess": pre, "config_quick_gelu": bool(model_cfg.get("quick_gelu", False))},
     )
 
@@ -531,21 +531,22 @@ class OpenClipFamily(Family):
         return _describe(model_name.replace("/", "-"), tag or None)
 
     def weights_available(self, spec: ExtractorSpec) -> bool:
-        tag = spec.options.get("tag")
+        tag = spec.config.get("tag")
         if not tag:
             return False
         from extractors.pretrained import find_cached
 
-        return find_cached(_tag_source(spec.options["model_name"], tag)) is not None
+        return find_cached(_tag_source(spec.config["model_name"], tag)) is not None
 
-    def load(self, spec, *, weights=None, device="cpu", precision="fp32", options: Mapping[str, Any] | None = None):
+    def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+             options: Mapping[str, Any] | None = None):
         import open_clip
 
         from featkit.errors import MissingWeightsError
 
-        name, tag = spec.options["model_name"], spec.options["tag"]
+        name, tag = spec.config["model_name"], spec.config["tag"]
         model_cfg = open_clip.get_model_config(name)
-        pre = dict(spec.options["preprocess"])
+        pre = dict(spec.config["preprocess"])
         if weights:
             path, identity, folder_pre = _user_weights(weights, model_cfg)
             if tag is None and folder_pre:
@@ -560,11 +561,11 @@ class OpenClipFamily(Family):
                 f"{spec.name} names no pretrained tag, so it needs --weights PATH (an open_clip "
                 f"checkpoint of {name}); or use open_clip:{name}:TAG (tags: {tags})"
             )
-        visual = build_visual(model_cfg, quick_gelu=spec.options["quick_gelu"])
+        visual = build_visual(model_cfg, quick_gelu=spec.config["quick_gelu"])
         load_visual_weights(visual, path)
         settings = {}
-        if spec.options["quick_gelu"] != spec.options["config_quick_gelu"]:
-            settings["quick_gelu"] = spec.options["quick_gelu"]
+        if spec.config["quick_gelu"] != spec.config["config_quick_gelu"]:
+            settings["quick_gelu"] = spec.config["quick_gelu"]
         return OpenClipExtractor(
             spec, visual, preprocessing=pre, weights_identity=identity, device=device,
             precision=precision, settings=settings,
@@ -641,7 +642,8 @@ TINY_SIGLIP = ExtractorSpec(
 )
 
 
-def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
+def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                     options=None):
     """Seeded tower of a tiny config; ``weights`` loads a checkpoint through the family's path."""
     import torch
 
@@ -658,8 +660,8 @@ def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, device="cpu", precisi
                              weights_identity=identity, device=device, precision=precision)
 
 
-register_tiny(TINY_EVA)(_load_tiny_tower)
-register_tiny(TINY_SIGLIP)(_load_tiny_tower)
+register_tiny(TINY_EVA, OpenClipFamily)(_load_tiny_tower)
+register_tiny(TINY_SIGLIP, OpenClipFamily)(_load_tiny_tower)
 
 TINY_CLIP = ExtractorSpec(
     name="test:tiny-clip",
@@ -680,8 +682,9 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
 }
 
 
-@register_tiny(TINY_CLIP)
-def load_tiny_clip(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
+@register_tiny(TINY_CLIP, OpenClipFamily)
+def load_tiny_clip(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                   options=None):
     """Build the tiny CLIP with a fixed seed so every process gets the same weights."""
     import open_clip
     import torch

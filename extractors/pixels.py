@@ -51,7 +51,8 @@ class PixelsFamily(Family):
             return _spec(int(name))
         return super().resolve(name)
 
-    def load(self, spec, *, weights=None, device="cpu", precision="fp32", options: Mapping[str, Any] | None = None):
+    def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+             options: Mapping[str, Any] | None = None):
         return PixelsExtractor(spec, device)
 
     def weights_available(self, spec) -> bool:

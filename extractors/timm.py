@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from extractors import add_alias, register
-from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.single_thread import SingleThreadTransform
 from extractors.tiny import register_tiny
 
@@ -116,13 +116,18 @@ class TimmExtractor(Extractor):
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         from timm.data import create_transform
+        from torchvision.transforms import Compose
+
+        from extractors.transforms import to_rgb
 
         self.spec = spec
         self.device = device
         self.precision = precision
         self.weights_identity = weights_identity
         self.preprocessing = _preprocessing_dict(data_cfg)
-        self.transform = SingleThreadTransform(create_transform(**data_cfg, is_training=False))
+        # timm's eval transform expects RGB; greyscale images (digits) would not broadcast
+        timm_steps = create_transform(**data_cfg, is_training=False).transforms
+        self.transform = SingleThreadTransform(Compose([to_rgb, *timm_steps]))
         self._settings = dict(settings or {})
         self.model = model.to(device).eval()
         for param in self.model.parameters():
@@ -229,7 +234,7 @@ def _describe(name: str) -> ExtractorSpec:
         weights=(cfg.tag or "default") if has_weights else "local",
         description=f"timm {full}, {size} px (crop {data_cfg['crop_pct']:g}, {data_cfg['interpolation']})",
         notes="; ".join(notes),
-        options={"model_name": full, "pretrained_cfg": cfg_dict, "has_weights": has_weights},
+        config={"model_name": full, "pretrained_cfg": cfg_dict, "has_weights": has_weights},
     )
 
 
@@ -242,18 +247,20 @@ def _user_weights(path: str | Path) -> tuple[Path, str]:
     return (path if path.is_file() else find_checkpoint(path, CHECKPOINT_NAMES)), identity
 
 
+IMAGE_SIZE = OptionSpec(
+    "image_size", int, None, changes_features=True,
+    help="square input size in pixels (a ViT's position embeddings are resampled by timm), e.g. "
+         "224 for DINOv2 instead of the tag's 518; default: the tag's",
+)
+
+
 def _image_size(options: Mapping[str, Any] | None) -> int | None:
+    """The ``image_size`` option (already parsed as an int), checked to be positive."""
     from featkit.errors import FeatkitError
 
-    value = (options or {}).get("image_size")
-    if value in (None, ""):
-        return None
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if size <= 0:
-        raise FeatkitError(f"option image_size must be a positive integer, got {value!r}")
+    size = (options or {}).get("image_size")
+    if size is not None and size <= 0:
+        raise FeatkitError(f"option image_size must be a positive integer, got {size!r}")
     return size
 
 
@@ -262,6 +269,7 @@ class TimmFamily(Family):
     """``timm:NAME``: any timm model (``arch`` uses timm's default tag)."""
 
     name = FAMILY
+    options = (IMAGE_SIZE,)
 
     def specs(self) -> list[ExtractorSpec]:
         return [_describe(name) for name in SEED_MODELS.values()]
@@ -270,23 +278,24 @@ class TimmFamily(Family):
         return _describe(name)
 
     def weights_available(self, spec: ExtractorSpec) -> bool:
-        if not spec.options.get("has_weights"):
+        if not spec.config.get("has_weights"):
             return False
         from extractors.pretrained import find_cached
 
-        return find_cached(_tag_source(spec.options["model_name"], spec.options["pretrained_cfg"])) is not None
+        return find_cached(_tag_source(spec.config["model_name"], spec.config["pretrained_cfg"])) is not None
 
-    def load(self, spec, *, weights=None, device="cpu", precision="fp32", options: Mapping[str, Any] | None = None):
+    def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+             options: Mapping[str, Any] | None = None):
         from featkit.errors import MissingWeightsError
 
-        name = spec.options["model_name"]
+        name = spec.config["model_name"]
         image_size = _image_size(options)
         if weights:
             path, identity = _user_weights(weights)
-        elif spec.options["has_weights"]:
+        elif spec.config["has_weights"]:
             from extractors.pretrained import resolve_weights
 
-            path = resolve_weights(_tag_source(name, spec.options["pretrained_cfg"]))
+            path = resolve_weights(_tag_source(name, spec.config["pretrained_cfg"]))
             identity = f"tag:{spec.weights}"
         else:
             raise MissingWeightsError(f"{spec.name} has no published weights; pass --weights PATH (a checkpoint of {name})")
@@ -316,17 +325,22 @@ TINY_DINOV2 = ExtractorSpec(
 )
 
 
-@register_tiny(TINY_DINOV2)
-def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, device="cpu", precision="fp32", options=None):
-    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path."""
+@register_tiny(TINY_DINOV2, TimmFamily)
+def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                     options=None):
+    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path, and the
+    ``image_size`` option runs it at another size, as for any timm model."""
     import torch
 
     identity = "random:seed0"
     path = None
     if weights:
         path, identity = _user_weights(weights)
+    image_size = _image_size(options)
+    kwargs = {**TINY_DINOV2_KWARGS, "img_size": image_size or TINY_DINOV2_KWARGS["img_size"]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = create_model(TINY_DINOV2_NAME, path, **TINY_DINOV2_KWARGS)
-    return TimmExtractor(spec, model, data_cfg=data_config(model, TINY_DINOV2_KWARGS["img_size"]),
-                         weights_identity=identity, device=device, precision=precision)
+        model = create_model(TINY_DINOV2_NAME, path, **kwargs)
+    return TimmExtractor(spec, model, data_cfg=data_config(model, kwargs["img_size"]),
+                         weights_identity=identity, device=device, precision=precision,
+                         settings={"image_size": image_size} if image_size else {})

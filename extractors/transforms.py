@@ -21,7 +21,7 @@ def build_transform(pre: Preprocessing):
         resize = T.Resize(scale, interpolation=interp, antialias=True)
     return T.Compose(
         [
-            _to_rgb,
+            to_rgb,
             resize,
             T.CenterCrop(pre.size),
             T.ToTensor(),
@@ -30,5 +30,6 @@ def build_transform(pre: Preprocessing):
     )
 
 
-def _to_rgb(image):
+def to_rgb(image):
+    """The image in RGB (greyscale and palette images are converted; RGB ones pass through)."""
     return image if image.mode == "RGB" else image.convert("RGB")

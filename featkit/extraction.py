@@ -13,13 +13,14 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from featkit._device import resolve_device
 from featkit.cache import (
     CacheKey,
     Shard,
@@ -106,16 +107,6 @@ def resolve_num_workers(num_workers: int | str) -> int:
     return int(num_workers)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatkitError("--device cuda requested but torch sees no CUDA device; use --device cpu")
-    return device
-
-
 # -- the model step -----------------------------------------------------------------------------
 
 
@@ -187,19 +178,23 @@ def extract(
     skip_bad: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: bool = True,
-    options: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
     extractor=None,
 ) -> list[SplitSummary]:
     """Extract features of every requested split into the cache (resuming any unfinished run).
 
     Returns one :class:`SplitSummary` per split; cached splits are reported, not recomputed.
-    ``extractor`` may pass an already-loaded adapter (its spec must be ``model``'s).
+    ``options`` are the model family's declared options (checked before any data is read),
+    ``adapter`` a peft adapter directory for the families that apply one. ``extractor`` may pass
+    an already-loaded adapter (its spec must be ``model``'s).
     """
-    from extractors import get_spec, load_extractor
+    from extractors import check_options, get_spec, load_extractor
 
     if batch_size < 1 or shard_size < 1:
         raise FeatkitError("--batch-size and shard size must be positive")
     spec = get_spec(model)
+    if extractor is None:
+        check_options(spec, options, adapter=adapter)  # a typo fails before the dataset is read
     ds = open_dataset(dataset, data_root)
     split_samples = {split: ds.samples(split) for split in splits}  # fails early on missing data
     kinds = list(features) if features else list(spec.default_features)
@@ -214,11 +209,9 @@ def extract(
     if device == "cpu" and precision != "fp32":
         print(f"featkit: {precision} runs on GPU only; using fp32 on CPU", file=sys.stderr)
         precision = "fp32"
-    options = dict(options or {})
-    if adapter:
-        options["adapter"] = str(adapter)
     if extractor is None:
-        extractor = load_extractor(model, weights=weights, device=device, precision=precision, options=options)
+        extractor = load_extractor(model, weights=weights, adapter=adapter, device=device,
+                                   precision=precision, options=options)
     # join torchrun's group only after loading: some loaders save/build files on rank 0 only once
     # torch.distributed is initialised (transformers' save_pretrained)
     dist = distributed.init(device) if distributed.launched_by_torchrun() else None

@@ -2,7 +2,8 @@
 
 Class-name prompts embedded here live in the same space as the images' ``last_token`` features
 (same model, same last-token pooling, L2-normalised), for zero-shot classification and as InfoNCE
-targets. An adapter supports text when its loaded object has an ``embed_texts`` method.
+targets. A model supports text when its loaded extractor is an
+:class:`extractors.base.TextEmbedder`.
 """
 
 from __future__ import annotations
@@ -41,16 +42,17 @@ def embed_texts(
         raise FeatkitError("embed_texts takes a list of texts, not one string; wrap it in a list")
     if batch_size < 1:
         raise FeatkitError("--batch-size must be positive")
+    from extractors.base import TextEmbedder
+
     if extractor is None:
         from extractors import load_extractor
-        from featkit.extraction import resolve_device
+        from featkit._device import resolve_device
 
         device = resolve_device(device)
         if device == "cpu":
             precision = "fp32"
-        options = {"adapter": str(adapter)} if adapter else {}
-        extractor = load_extractor(model, weights=weights, device=device, precision=precision, options=options)
-    if not hasattr(extractor, "embed_texts"):
+        extractor = load_extractor(model, weights=weights, adapter=adapter, device=device, precision=precision)
+    if not isinstance(extractor, TextEmbedder):
         raise UnknownNameError(
             f"model {extractor.spec.name} has no text embeddings; text is supported for the hf "
             f"VLMs (LLaVA, Qwen2-VL) and test:tiny-llava / test:tiny-qwen2vl"

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from extractors import load_extractor
+    from featkit._device import resolve_device
     from featkit.errors import FeatkitError
-    from featkit.extraction import resolve_device
     from featkit.text import embed_texts, read_texts
 
     texts = read_texts(args.texts) if args.texts else list(args.text)
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise FeatkitError(f"--out {args.out}: use a .npy file name")
     device = resolve_device(args.device)
     precision = args.precision if device != "cpu" else "fp32"
-    options = {"adapter": args.adapter} if args.adapter else {}
-    extractor = load_extractor(args.model, weights=args.weights, device=device, precision=precision, options=options)
+    extractor = load_extractor(args.model, weights=args.weights, adapter=args.adapter, device=device,
+                               precision=precision)
     vectors = embed_texts(
         args.model, texts, instruction=args.instruction, batch_size=args.batch_size,
         progress=not args.no_progress, extractor=extractor,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "model": extractor.spec.name,
         "model_alias": args.model,
         "weights": extractor.weights_identity,
-        "adapter": getattr(extractor, "adapter_identity", None),
+        "adapter": extractor.adapter_identity,
         "instruction": args.instruction,
         "pooling": "last non-padding token, L2-normalised",
         "device": device,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "list"
-HELP = "list models (alias, id, kinds and dims, input size, weights and whether they are here offline) or datasets"
+HELP = ("list models (alias, id, kinds and dims, input size, weights and whether they are here offline, "
+        "the options and adapters they accept) or datasets")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +43,17 @@ def run(args: argparse.Namespace) -> int:
     for model_id, spec in specs.items():
         row = {"alias": ", ".join(sorted(by_id.get(model_id, []))), "id": model_id}
         if spec is None:
-            row.update(kinds="?", input="?", weights="?", offline="?", notes="library not installed")
+            row.update(kinds="?", input="?", weights="?", offline="?", options="?", notes="library not installed")
         else:
             row["kinds"] = ", ".join(f"{k}={d if d else '?'}" for k, d in spec.kinds.items())
             row["input"] = f"{spec.preprocessing.size}px" if spec.preprocessing else "-"
             row["weights"] = spec.weights
             row["offline"] = {True: "yes", False: "no", None: "?"}[fams[spec.family].weights_available(spec)]
+            family = fams[spec.family]
+            accepted = [o.name for o in family.options_for(spec)]
+            accepted += ["--adapter"] if family.accepts_adapter_for(spec) else []
+            row["options"] = ", ".join(accepted) or "-"
             row["notes"] = spec.notes
         rows.append(row)
-    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "offline", "notes"]))
+    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "offline", "options", "notes"]))
     return 0

@@ -314,7 +314,7 @@ def test_adapter_equals_merged_model(adapter_dirs, llava):
     adapter, merged = adapter_dirs
     pixels = _batch(llava, _images(3, seed=7))
     kinds = ["visual", "aligned", "last_token"]
-    with_adapter = load_extractor("test:tiny-llava", options={"adapter": str(adapter)})
+    with_adapter = load_extractor("test:tiny-llava", adapter=adapter)
     full = load_extractor("test:tiny-llava", weights=str(merged))
     a, b, base = with_adapter(pixels, kinds), full(pixels, kinds), llava(pixels, kinds)
     for kind in kinds:
@@ -337,9 +337,9 @@ def test_adapter_that_does_not_fit_is_refused(adapter_dirs, tmp_path):
     state = load_file(moved / "adapter_model.safetensors")
     save_file({k.replace("layers.0.", "layers.7."): v for k, v in state.items()}, moved / "adapter_model.safetensors")
     with pytest.raises(MissingWeightsError, match="do not match"):
-        load_extractor("test:tiny-llava", options={"adapter": str(moved)})
+        load_extractor("test:tiny-llava", adapter=moved)
     with pytest.raises(MissingWeightsError, match="adapter_config.json"):
-        load_extractor("test:tiny-llava", options={"adapter": str(tmp_path)})
+        load_extractor("test:tiny-llava", adapter=tmp_path)
 
 
 def test_adapter_features_are_cached_under_the_adapter(adapter_dirs, tmp_path):

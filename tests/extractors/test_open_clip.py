@@ -306,7 +306,7 @@ def test_weights_found_in_the_hub_cache_offline(registered, image_root, tmp_path
     assert family.weights_available(spec) is True
     sets = _extract_and_load(spec.name, image_root, tmp_path / "cache")
     assert sets["visual"].meta["weights"] == "tag:tiny"
-    transform = oc._transform(spec.options["preprocess"])  # the tag's, as the library builds it
+    transform = oc._transform(spec.config["preprocess"])  # the tag's, as the library builds it
     images = _images(image_root, "test")
     x = torch.stack([transform(images[sid]) for sid in sets["visual"].sample_ids])
     np.testing.assert_allclose(sets["visual"].features, _library_features(library, x)["visual"].numpy(), atol=1e-5)
@@ -394,22 +394,22 @@ def test_seed_aliases_specs(monkeypatch, tmp_path):
     assert {s.name for s in family.specs()} == {v[0] for v in SEEDS.values()}
     for alias, (model_id, kinds, size, resize_mode, layout) in SEEDS.items():
         spec = get_spec(alias)
-        name, tag = spec.options["model_name"], spec.options["tag"]
+        name, tag = spec.config["model_name"], spec.config["tag"]
         tag_cfg = open_clip.get_pretrained_cfg(name, tag)
         assert spec.name == model_id and dict(spec.kinds) == kinds, alias
         assert (spec.preprocessing.size, spec.preprocessing.resize_mode) == (size, resize_mode), alias
         assert spec.preprocessing.mean == tuple(tag_cfg["mean"]) and spec.preprocessing.std == tuple(tag_cfg["std"])
-        assert spec.options["layout"] == layout
+        assert spec.config["layout"] == layout
         assert family.weights_available(spec) is False
     assert oc.NO_PROJECTION_NOTE in get_spec("siglip-so400m").notes
-    assert get_spec("clip-l").options["quick_gelu"] is True
+    assert get_spec("clip-l").config["quick_gelu"] is True
 
 
 def test_seed_dims_match_a_meta_forward():
     """Dims read from parameters equal the shapes of an actual (meta-device) forward."""
     for alias in ("eva02-clip-l", "coca-l", "siglip-so400m"):
         spec = get_spec(alias)
-        cfg = open_clip.get_model_config(spec.options["model_name"])
+        cfg = open_clip.get_model_config(spec.config["model_name"])
         with torch.device("meta"):
             tower = oc.VisualTower(oc.build_visual(cfg))
         assert oc._meta_dims(tower, spec.preprocessing.size) == dict(spec.kinds), alias
@@ -419,7 +419,7 @@ def test_quick_gelu_follows_the_tag():
     """Plain ViT-L-14 with the openai tag gets QuickGELU, as the weights were trained (open_clip
     itself only warns); the config's own -quickgelu variant needs nothing forced."""
     spec = get_spec("open_clip:ViT-L-14:openai")
-    assert spec.options["quick_gelu"] is True and "QuickGELU" in spec.notes
+    assert spec.config["quick_gelu"] is True and "QuickGELU" in spec.notes
     assert "QuickGELU" not in get_spec("clip-l").notes
 
 

@@ -175,6 +175,8 @@ def test_missing_weights_one_line(image_root, tmp_path, offline, monkeypatch):
 
 
 def test_bad_image_size_option(offline):
-    for value in ("big", 0):
+    with pytest.raises(FeatkitError, match="expected an integer"):
+        load_extractor("dinov2-s", options={"image_size": "big"})
+    for value in (0, "-3"):
         with pytest.raises(FeatkitError, match="image_size must be a positive integer"):
             load_extractor("dinov2-s", options={"image_size": value})
