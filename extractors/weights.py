@@ -9,8 +9,13 @@ from typing import Any
 
 from featkit.errors import MissingWeightsError
 
+_READ_CHUNK = 1 << 22
+#: (resolved path, inode, size, mtime_ns) -> hex digest: files already read by this process
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+
+def _read_sha256(path: Path, chunk: int = _READ_CHUNK) -> str:
+    """sha256 of a file's bytes, read from disk (the only place that reads them)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -18,8 +23,23 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, read once per process: a file whose inode, size and modification time
+    are unchanged since this process hashed it is not read again (a changed one is)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _read_sha256(resolved)
+    return _DIGESTS[key]
+
+
 def weights_identity(path: str | os.PathLike) -> str:
-    """``sha256:<hex>`` of a weights file, or of a directory's weight files (names and contents)."""
+    """``sha256:<hex>`` of a weights file, or of a directory's weight files (names and contents).
+
+    Every ``featkit.load`` with ``--weights``/``--adapter`` asks for this; unchanged files are
+    hashed once per process (see :func:`file_sha256`), so a multi-GB folder is read once.
+    """
     path = Path(path)
     if path.is_file():
         return f"sha256:{file_sha256(path)}"

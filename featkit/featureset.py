@@ -80,24 +80,23 @@ def find_files(
 ) -> list[Path]:
     """Complete cache files for (model, dataset, split), narrowed by weights/adapter identity."""
     from extractors import canonical_id
+    from extractors.weights import weights_identity
     from featkit.cache import read_attrs
 
     model_id = canonical_id(model)
     folder = cache_root(cache_dir) / slug(model_id) / dataset
-    candidates = sorted(folder.glob(f"{split}-*.h5"))
-    if weights is not None:
-        from extractors.weights import weights_identity
-
-        wanted = weights_identity(weights)
-        candidates = [p for p in candidates if read_attrs(p).get("weights") == wanted]
-    if adapter is not None:
-        from extractors.weights import weights_identity
-
-        wanted = weights_identity(adapter)
-        candidates = [p for p in candidates if (read_attrs(p).get("settings") or {}).get("adapter") == wanted]
-    else:
-        candidates = [p for p in candidates if not (read_attrs(p).get("settings") or {}).get("adapter")]
-    return candidates
+    # identities are memoised per process: a probe command's several loads hash the folder once
+    wanted_weights = weights_identity(weights) if weights is not None else None
+    wanted_adapter = weights_identity(adapter) if adapter is not None else None
+    found = []
+    for path in sorted(folder.glob(f"{split}-*.h5")):
+        attrs = read_attrs(path)
+        if wanted_weights is not None and attrs.get("weights") != wanted_weights:
+            continue
+        if (attrs.get("settings") or {}).get("adapter") != wanted_adapter:
+            continue  # no adapter asked: only files extracted without one
+        found.append(path)
+    return found
 
 
 def load(

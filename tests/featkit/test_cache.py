@@ -107,6 +107,22 @@ def test_changed_weights_never_reuse_features(tmp_path):
     assert not np.allclose(featkit.load_file(base.path, "visual").features, mine.features)
 
 
+def test_weights_are_hashed_once_per_process(tmp_path, monkeypatch):
+    """extract, then several loads with --weights (a probe command's pattern): one read."""
+    from extractors import weights as w
+
+    weights = _other_tiny_clip_weights(tmp_path / "tiny.pt")
+    reads = []
+    read = w._read_sha256
+    monkeypatch.setattr(w, "_DIGESTS", {})
+    monkeypatch.setattr(w, "_read_sha256", lambda path, *a, **k: reads.append(path) or read(path, *a, **k))
+    cache = tmp_path / "cache"
+    extract("test:tiny-clip", "digits", splits=["val", "test"], weights=weights, cache_dir=cache, progress=False)
+    for split in ("val", "test", "val"):
+        assert featkit.load("test:tiny-clip", "digits", split, cache_dir=cache, weights=weights).meta["weights"]
+    assert reads == [weights.resolve()]
+
+
 def test_changed_split_contents_change_the_key(tmp_path):
     root = tmp_path / "manifest"
     root.mkdir()
