@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,12 @@ def make_result(
     settings: Mapping[str, Any],
     provenance: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Build the result record: ``task, model, dataset, features, metrics, settings, provenance,
-    featkit_version`` (metrics as fractions in [0, 1]); ``extra`` adds task-specific keys."""
+    featkit_version, warnings`` (metrics as fractions in [0, 1]; ``warnings`` what a reader
+    must know about the result, e.g. a C at the edge of its grid); ``extra`` adds task-specific
+    keys."""
     record: dict[str, Any] = {
         "task": task,
         "model": model,
@@ -55,6 +58,7 @@ def make_result(
         "settings": dict(settings),
         "provenance": dict(provenance),
         "featkit_version": __version__,
+        "warnings": list(warnings),
     }
     if extra:
         record.update(extra)
@@ -95,6 +99,11 @@ def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None
 
 
 def metrics_table(record: Mapping[str, Any]) -> str:
-    """The metrics of one result as a two-column table (percentages)."""
+    """The metrics of one result as a two-column table (percentages), then its warnings."""
     rows = [{"metric": k, "value": v} for k, v in record["metrics"].items() if not isinstance(v, (dict, list))]
-    return format_table(rows, ["metric", "value"])
+    return format_table(rows, ["metric", "value"]) + warnings_text(record)
+
+
+def warnings_text(record: Mapping[str, Any]) -> str:
+    """The record's warnings as ``warning: ...`` lines (empty when there are none)."""
+    return "".join(f"\nwarning: {w}" for w in record.get("warnings") or ())

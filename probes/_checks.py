@@ -10,9 +10,9 @@ from featkit.errors import FeatkitError
 def check_finite(features: np.ndarray, name: str = "features") -> None:
     """Refuse NaN or infinite values with one line: how many rows, and the first few."""
     array = np.asarray(features)
-    if array.dtype.kind not in "fc":
+    if array.dtype.kind not in "fc" or array.size == 0:
         return
-    rows = np.ndarray.reshape(array, (array.shape[0], -1)) if array.ndim else array.reshape(1, 1)
+    rows = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
     # A float64 row sum of finite float32 values cannot overflow: finite iff every value is.
     bad = np.flatnonzero(~np.isfinite(rows.sum(axis=1, dtype=np.float64)))
     if bad.size:

@@ -142,6 +142,7 @@ def summary_line(record: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from featkit.results import warnings_text
     from featkit.tasks.perturb import Outcome, Settings, parse_budgets
     from featkit.tasks.perturb import run as run_perturb
     from probes.perturb_plot import plot_sweep
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                                    save_probe=args.save_probe, progress=not args.no_progress)
     record = outcome.record
     print(summary_line(record))
-    emit(record, sweep_table(record), args.json)
+    emit(record, sweep_table(record) + warnings_text(record), args.json)
     if args.plot:
         title = f"{record['model']} / {record['dataset']} ({record['features']})"
         print(f"wrote {Path(plot_sweep(outcome.sweep, args.plot, title=title))}", file=sys.stderr)

@@ -159,7 +159,7 @@ def _single(s: Splits, settings: Settings, path: Path | None, progress: bool):
         extra["probe_file"] = str(fit.probe.save(path))
     record = make_result(INFO.name, model=s.model, dataset=s.dataset, features=s.kind,
                          metrics=result.metrics(), settings=_record_settings(result, settings),
-                         provenance=provenance([s]), extra=extra)
+                         provenance=provenance([s]), extra=extra, warnings=fit.warnings)
     return fit, record
 
 
@@ -168,11 +168,12 @@ def _merged(loaded: Sequence[Splits], settings: Settings, save_probe, progress: 
     from probes.classification import score_classification
     from probes.labels import merged_vs_single
 
-    single, single_c = {}, {}
+    single, single_c, warnings = {}, {}, []
     for s in loaded:
-        _, result = fit_and_score(s.features, s.labels, s.class_names, settings,
-                                  progress=progress)
+        single_fit, result = fit_and_score(s.features, s.labels, s.class_names, settings,
+                                           progress=progress)
         single[s.dataset], single_c[s.dataset] = result.top1, result.C
+        warnings += [f"{s.dataset} alone: {w}" for w in single_fit.warnings]
     merged = merge_splits(loaded, SPLITS)
     fit, result = fit_and_score(merged.features, merged.labels, merged.space.class_names,
                                 settings, progress=progress)
@@ -199,5 +200,6 @@ def _merged(loaded: Sequence[Splits], settings: Settings, save_probe, progress: 
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),
         settings=_record_settings(result, settings), provenance=provenance(loaded), extra=extra,
+        warnings=[*fit.warnings, *warnings],
     )
     return Outcome([record], {"merged": fit})

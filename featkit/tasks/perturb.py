@@ -199,9 +199,10 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
                        "alpha_given": settings.alpha, "probe_normalization": head.normalization,
                        **image_settings}
     extra["counts"] = {settings.split: sweep.n}
+    warnings = [f"probe: {w}" for w in (fit.warnings if fit is not None else ())]
     record = make_result(INFO.name, model=test.model or source.model, dataset=dataset,
                          features=test.kind, metrics=sweep.metrics(), settings=record_settings,
-                         provenance=dict(test.meta), extra=extra)
+                         provenance=dict(test.meta), extra=extra, warnings=warnings)
     return Outcome(record, sweep, head)
 
 

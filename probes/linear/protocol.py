@@ -93,6 +93,7 @@ class LinearProbeFit:
     n_val: int
     refit_n_iter: int
     refit_converged: bool
+    warnings: tuple[str, ...] = ()
 
     def settings(self) -> dict[str, Any]:
         """The record's ``settings``: the chosen C, the grid and every knob of the fit."""
@@ -245,6 +246,8 @@ def fit_linear_probe(
         chosen = next(p for p in sweep if p.C == best_c)
         refit_iter, refit_converged = chosen.n_iter, chosen.converged
 
+    warnings = fit_warnings(grid, best_c, sweep, refit_on_val, refit_converged, max_iter,
+                            val_y, names)
     params = best_theta.to(torch.float32).cpu().numpy()
     probe = LinearProbe(
         weight=np.ascontiguousarray(params[:, :-1]),
@@ -269,7 +272,45 @@ def fit_linear_probe(
         n_val=len(val_y),
         refit_n_iter=refit_iter,
         refit_converged=refit_converged,
+        warnings=warnings,
     )
+
+
+#: Fewer validation samples than this in a class make the choice of C noisy.
+MIN_VAL_PER_CLASS = 5
+
+
+def fit_warnings(grid: Sequence[float], chosen: float, sweep: Sequence[SweepPoint],
+                 refit_on_val: bool, refit_converged: bool, max_iter: int,
+                 val_labels: np.ndarray, class_names: Sequence[str]) -> tuple[str, ...]:
+    """What a reader of the result must know: a C at the edge of its grid, fits that stopped
+    at ``max_iter`` before ``tol``, and a validation split too thin to choose C on."""
+    warnings = []
+    if len(grid) > 1 and chosen in (grid[0], grid[-1]):
+        edge = "largest" if chosen == grid[-1] else "smallest"
+        warnings.append(f"the chosen C = {chosen:.4g} is the {edge} value of the grid "
+                        f"[{grid[0]:.4g}, {grid[-1]:.4g}]: the best C may lie outside it; "
+                        f"widen --c-grid")
+    stopped = [p.C for p in sweep if not p.converged]
+    if stopped:
+        warnings.append(f"L-BFGS stopped at max_iter = {max_iter} before tol in "
+                        f"{len(stopped)} of {len(sweep)} sweep fits (C = "
+                        f"{', '.join(f'{c:.3g}' for c in stopped[:5])}); raise --max-iter")
+    if refit_on_val and not refit_converged:
+        warnings.append(f"the refit on train + val at C = {chosen:.4g} stopped at max_iter = "
+                        f"{max_iter} before tol; raise --max-iter")
+    counts = np.bincount(val_labels, minlength=len(class_names))
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        shown = ", ".join(class_names[i] for i in missing[:5]) + (" ..." if missing.size > 5 else "")
+        warnings.append(f"the val split has no samples of {missing.size} of {len(counts)} "
+                        f"classes ({shown}): C is chosen without them")
+    thin = np.flatnonzero((counts > 0) & (counts < MIN_VAL_PER_CLASS))
+    if thin.size:
+        warnings.append(f"the val split has fewer than {MIN_VAL_PER_CLASS} samples in "
+                        f"{thin.size} of {len(counts)} classes (fewest: {int(counts[thin].min())})"
+                        f": the choice of C is noisy")
+    return tuple(warnings)
 
 
 @dataclass(frozen=True)
