@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from probes.defaults import LINEAR_NORMALIZATION, PGD_STEPS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,22 +135,6 @@ def pca_2d(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     return frame.drop(columns="label").reset_index(drop=True)
 
 
-def _splits(model: str, dataset: str, kind: str, cache_dir, weights, adapter):
-    import featkit
-
-    sets = {split: featkit.load(model, dataset, split, kind, cache_dir=cache_dir,
-                                weights=weights, adapter=adapter)
-            for split in ("train", "val", "test")}
-    names = list(sets["train"].class_names)
-    for split, fs in sets.items():
-        if list(fs.class_names) != names:
-            raise FeatkitError(
-                f"{dataset}: the {split} and train cache files list different classes; "
-                "re-extract both"
-            )
-    return sets
-
-
 def compare_kinds(
     model: str,
     datasets: str | Sequence[str],
@@ -160,9 +145,9 @@ def compare_kinds(
     adapter: str | None = None,
     eps_rel: Sequence[float] = DEFAULT_EPS_REL,
     norm: str = "l2",
-    steps: int = 10,
+    steps: int = PGD_STEPS,
     pca_classes: Sequence[str] | int = 5,
-    normalization: str = "l2",
+    normalization: str = LINEAR_NORMALIZATION,
     c_grid: Sequence[float] | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -173,66 +158,53 @@ def compare_kinds(
     first). See the module docstring for the protocol."""
     import pandas as pd
 
-    from featkit.results import make_result
-    from probes.linear import evaluate_linear_probe, fit_linear_probe
-    from probes.perturb import eps_sweep
-    from probes.retrieval import retrieval_map
+    from featkit.tasks import linear, perturb, retrieval
+    from featkit.tasks.loading import FeatureSource
 
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     if not names or not kinds:
         raise FeatkitError("compare_kinds needs at least one dataset and one feature kind")
+    probe_settings = linear.Settings(normalization=normalization,
+                                     c_grid=None if c_grid is None else tuple(c_grid),
+                                     seed=seed, device=device)
+    attack_settings = perturb.Settings(norm=norm, eps=tuple(eps_rel), eps_rel=True, steps=steps,
+                                       seed=seed, normalization=normalization,
+                                       c_grid=probe_settings.c_grid, device=device or "auto")
     summary, curves, per_class, pcas, records = [], [], [], [], []
     weights_id = ""
     for dataset in names:
         for kind in kinds:
-            sets = _splits(model, dataset, kind, cache_dir, weights, adapter)
-            train, val, test = sets["train"], sets["val"], sets["test"]
-            class_names = list(train.class_names)
-            model_id = test.model or model
+            source = FeatureSource(model, kind, weights=weights, adapter=adapter,
+                                   cache_dir=cache_dir)
+            probed = linear.run(source, [dataset], probe_settings, progress=progress)
+            probe_record = probed.records[0]
+            retrieval_record = retrieval.run(source, dataset, progress=progress)
+            attacked = perturb.run(source, dataset, attack_settings,
+                                   fit=probed.fits[dataset], progress=progress)
+            test = source.load(dataset, "test")
             weights_id = str(test.meta.get("weights") or weights_id)
-            provenance = dict(test.meta)
-            dim = int(test.features.shape[1])
-
-            fit = fit_linear_probe(train.features, train.labels, val.features, val.labels,
-                                   class_names=class_names, normalization=normalization,
-                                   c_grid=c_grid, seed=seed, device=device, progress=progress)
-            probe = evaluate_linear_probe(fit, test.features, test.labels)
-            retrieval = retrieval_map(test.features, test.labels, metric="cosine",
-                                      progress=progress)
-            sweep = eps_sweep(fit.probe, test.features, test.labels, eps_rel, norm=norm,
-                              eps_rel=True, steps=steps, seed=seed, device=device,
-                              progress=progress)
-
+            sweep = attacked.sweep
+            probe_metrics, retrieval_metrics = probe_record["metrics"], retrieval_record["metrics"]
             rows = [
-                ("linear_top1", probe.top1),
-                ("linear_mean_per_class", probe.test.mean_per_class),
-                ("retrieval_mAP", retrieval.map),
-                ("retrieval_mAP@R", retrieval.map_at_r),
-                ("retrieval_P@1", retrieval.precision_at_1),
+                ("linear_top1", probe_metrics["top1"]),
+                ("linear_mean_per_class", probe_metrics["mean_per_class"]),
+                ("retrieval_mAP", retrieval_metrics["mAP"]),
+                ("retrieval_mAP@R", retrieval_metrics["mAP@R"]),
+                ("retrieval_P@1", retrieval_metrics["P@1"]),
                 ("pgd_eps50_rel", eps_at_fraction([p.eps_rel for p in sweep.points],
                                                   [p.top1 for p in sweep.points],
                                                   sweep.clean_top1)),
             ]
-            summary += [{"dataset": dataset, "kind": kind, "dim": dim, "n_test": len(test.labels),
-                         "metric": m, "value": float(v)} for m, v in rows]
+            summary += [{"dataset": dataset, "kind": kind, "dim": int(test.features.shape[1]),
+                         "n_test": len(test.labels), "metric": m, "value": float(v)}
+                        for m, v in rows]
             curves += [{"dataset": dataset, "kind": kind, "eps_rel": p.eps_rel, "eps": p.eps,
                         "top1": p.top1, "success_rate": p.success_rate} for p in sweep.points]
             per_class += [{"dataset": dataset, "kind": kind, "class": c, "accuracy": a}
-                          for c, a in probe.test.per_class.items()]
+                          for c, a in probe_record["per_class"].items()]
             pcas.append(pca_2d(test.features, test.labels, test.class_names, pca_classes)
                         .assign(dataset=dataset, kind=kind))
-
-            common = dict(model=model_id, dataset=dataset, features=kind, provenance=provenance)
-            records.append(make_result(
-                "linear_probe", metrics=probe.metrics(), settings=probe.settings(),
-                extra={"per_class": probe.test.per_class, "sweep": probe.sweep_curve()},
-                **common))
-            records.append(make_result(
-                "retrieval", metrics=retrieval.metrics(),
-                settings={"metric": "cosine", "mode": "leave-one-out", "query_split": "test",
-                          "gallery_split": "test"}, **common))
-            records.append(make_result("perturb", metrics=sweep.metrics(),
-                                       settings=sweep.settings(), **common))
+            records += [probe_record, retrieval_record, attacked.record]
     pca = pd.concat(pcas, ignore_index=True)
     return KindComparison(
         model=model,

@@ -73,3 +73,32 @@ def test_compare_kinds_on_the_tiny_cache(digits_cache):
     percent = comparison.percent_table()
     assert percent.loc[("digits", "visual"), "linear_top1"] == pytest.approx(
         round(100 * table.loc[("digits", "visual"), "linear_top1"], 2))
+
+
+def test_compare_kinds_records_are_the_cli_records(digits_cache, tmp_path):
+    """The notebook's records are the commands' records for the same settings, byte for byte
+    (the CLI also saves its probe, so ``probe_file`` is the one key only it has)."""
+    import json
+
+    from featkit.cli import main
+
+    comparison = analysis.compare_kinds(
+        "test:tiny-clip", "digits", ["aligned"], cache_dir=digits_cache, c_grid=[0.1, 10.0],
+        eps_rel=[0.0, 0.05], steps=3, pca_classes=2,
+    )
+    common = ["--model", "test:tiny-clip", "--dataset", "digits", "--features", "aligned",
+              "--cache-dir", str(digits_cache), "--no-progress"]
+    commands = {
+        "linear_probe": ["probe", "linear", "--c-grid", "0.1,10"],
+        "retrieval": ["retrieval"],
+        "perturb": ["perturb", "--norm", "l2", "--eps", "0,0.05", "--eps-rel", "--steps", "3",
+                    "--c-grid", "0.1,10"],
+    }
+    for record in comparison.records:
+        out = tmp_path / f"{record['task']}.json"
+        assert main([*commands[record["task"]], *common, "--json", str(out)]) == 0
+        cli = json.loads(out.read_text())
+        cli.pop("probe_file", None)
+        assert "probe_file" not in record
+        assert json.dumps(record, sort_keys=False) == json.dumps(cli, sort_keys=False), \
+            record["task"]
