@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 _FAMILIES: dict[str, Family] = {}
-_MODULES = ("extractors.tiny", "extractors.pixels", "extractors.open_clip", "extractors.timm", "extractors.hf")
+#: the family modules; ``extractors.tiny`` (the ``test`` family) builds on the others
+_MODULES = ("extractors.pixels", "extractors.open_clip", "extractors.timm", "extractors.hf", "extractors.tiny")
 
 #: Friendly names -> model ids.
 ALIASES: dict[str, str] = {}

@@ -34,17 +34,14 @@ Needs transformers >= 5 (4.x exposes the image features differently).
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extractors import add_alias, register
-from extractors.base import AdaptableExtractor, ExtractorSpec, Family, OptionSpec, Preprocessing
-from extractors.tiny import register_tiny
+from extractors.base import AdaptableExtractor, ExtractorSpec, Family, OptionSpec
+from extractors.hf_weights import base_model_reference, first_line, merge_adapter, resolve_weights
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -146,77 +143,6 @@ class HFFamily(Family):
         return True
 
 
-# -- locating weights ---------------------------------------------------------------------------
-
-
-def resolve_weights(
-    source: str,
-    weights: str | None,
-    adapter: str | None,
-    *,
-    hash_weights: bool = True,
-) -> tuple[Path, str, str | None]:
-    """(model directory, weights identity, adapter directory) for ``hf:<source>``, offline.
-
-    ``weights`` (a directory) wins over ``source``; a local directory is hashed (sha256 of all
-    files); a hub id is looked up in the Hugging Face cache and identified by its commit. A
-    directory with an ``adapter_config.json`` but no ``config.json`` is an adapter: its base model
-    (``base_model_name_or_path``) is resolved the same way and the adapter returned.
-    """
-    from extractors.weights import weights_identity
-
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_dir():
-            raise MissingWeightsError(
-                f"--weights {weights}: not a directory; hf models load from a save_pretrained "
-                f"directory (config.json, *.safetensors, processor files)"
-            )
-        identity = weights_identity(path) if hash_weights else "unhashed"
-    elif Path(source).expanduser().is_dir():
-        path = Path(source).expanduser()
-        identity = weights_identity(path) if hash_weights else "unhashed"
-    else:
-        path, identity = _from_hf_cache(source)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        if adapter:
-            raise FeatkitError(
-                f"{path} is itself a peft adapter and --adapter {adapter} was given too; pass the "
-                f"base model as --model/--weights and one adapter"
-            )
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise MissingWeightsError(f"{path}/adapter_config.json names no base_model_name_or_path")
-        base_path, base_identity, _ = resolve_weights(base, None, None, hash_weights=hash_weights)
-        return base_path, base_identity, str(path)
-    if not (path / "config.json").is_file():
-        raise MissingWeightsError(f"{path} has no config.json; pass a save_pretrained directory")
-    return path, identity, adapter
-
-
-def base_model_reference(source: str, weights: str | None) -> str:
-    """What an adapter trained on ``hf:<source>`` names as its base: the weights directory, else
-    the local directory or hub id of the id (resolved, so the adapter loads from anywhere)."""
-    if weights:
-        return str(Path(weights).expanduser().resolve())
-    local = Path(source).expanduser()
-    return str(local.resolve()) if local.is_dir() else source
-
-
-def _from_hf_cache(repo_id: str) -> tuple[Path, str]:
-    from huggingface_hub import constants, snapshot_download
-
-    try:
-        snapshot = Path(snapshot_download(repo_id=repo_id, local_files_only=True))
-    except Exception:  # not cached, partially cached, or not a valid repo id
-        raise MissingWeightsError(
-            f"weights of hf:{repo_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-            f"featkit never downloads: fetch them where there is internet (`hf download {repo_id}`) "
-            f"or pass --weights DIR"
-        ) from None
-    return snapshot, f"hf:{repo_id}@{snapshot.name}"
-
-
 def _check_transformers() -> None:
     import importlib.metadata as md
 
@@ -260,7 +186,7 @@ def load_hf_vlm(
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise MissingWeightsError(f"cannot read the config of {spec.name} in {path}: {_first_line(err)}") from None
+        raise MissingWeightsError(f"cannot read the config of {spec.name} in {path}: {first_line(err)}") from None
     architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     if architecture not in ARCHITECTURES:
         raise UnknownNameError(
@@ -286,7 +212,7 @@ def load_hf_vlm(
             model, info = model_class.from_pretrained(path, **kwargs)
             processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
         except OSError as err:
-            raise MissingWeightsError(f"cannot load {spec.name} from {path}: {_first_line(err)}") from None
+            raise MissingWeightsError(f"cannot load {spec.name} from {path}: {first_line(err)}") from None
         missing = sorted(info.get("missing_keys") or [])
         if missing:
             raise MissingWeightsError(
@@ -295,7 +221,7 @@ def load_hf_vlm(
             )
         adapter_identity = None
         if adapter:
-            model, adapter_identity = _merge_adapter(model, adapter)
+            model, adapter_identity = merge_adapter(model, adapter)
     finally:
         if quiet and progress_was_on:
             hf_logging.enable_progress_bar()
@@ -315,39 +241,6 @@ def load_hf_vlm(
         image_size=options.get("image_size"),
         base_model_reference=base_model_reference,
     )
-
-
-def _merge_adapter(model, adapter: str):
-    """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime).
-
-    An adapter whose weights do not all find their modules is refused: peft would only warn and
-    leave those LoRA matrices at their initial values.
-    """
-    import warnings
-
-    from extractors.weights import weights_identity
-
-    adapter_path = Path(adapter).expanduser()
-    if not (adapter_path / "adapter_config.json").is_file():
-        raise MissingWeightsError(f"--adapter {adapter}: no adapter_config.json there (a peft adapter directory)")
-    from peft import PeftModel
-
-    identity = weights_identity(adapter_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
-    for warning in caught:
-        if "missing adapter keys" in str(warning.message):
-            raise MissingWeightsError(
-                f"--adapter {adapter}: its weights do not match this model's modules "
-                f"({_first_line(warning.message)[:200]}...); was it trained on this base model?"
-            )
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return peft_model.merge_and_unload(), identity
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 # -- the adapter --------------------------------------------------------------------------------
@@ -633,67 +526,3 @@ class HFVLMExtractor(AdaptableExtractor):
                 out[chunk] = vectors.cpu().numpy()
                 bar.update(len(chunk))
         return out
-
-
-# -- tiny test models -----------------------------------------------------------------------------
-
-_TINY_DIRS: dict[str, Path] = {}
-_TINY_ROOT: list[Path] = []
-
-TINY_LLAVA = ExtractorSpec(
-    name="test:tiny-llava",
-    family="test",
-    kinds={"visual": 32, "cls": 32, "aligned": 48, "last_token": 48},
-    preprocessing=Preprocessing(size=16, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
-    weights="random",
-    description="tiny LLaVA (CLIP tower 16 px, layer -2, CLS dropped; MLP projector; 2-layer Llama), "
-                "seeded random init, for tests and the demo",
-    notes="random weights by design",
-    default_kinds=("visual", "aligned", "last_token"),
-)
-
-TINY_QWEN2VL = ExtractorSpec(
-    name="test:tiny-qwen2vl",
-    family="test",
-    kinds={"visual": 32, "aligned": 48, "last_token": 48},
-    preprocessing=Preprocessing(size=32, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
-    weights="random",
-    description="tiny Qwen2-VL (2-block ViT, 32 px square -> 8x8 patches -> 16 merged tokens; "
-                "2-layer M-RoPE LM), seeded random init, for tests and the demo",
-    notes="random weights by design",
-    default_kinds=("visual", "aligned", "last_token"),
-)
-
-_TINY_BUILDERS = {"test:tiny-llava": "build_tiny_llava", "test:tiny-qwen2vl": "build_tiny_qwen2vl"}
-
-
-def tiny_model_dir(model: str = "test:tiny-llava") -> Path:
-    """The ``save_pretrained`` directory of a tiny VLM, built once per process (seed 0).
-
-    Use it as a base for adapters or as ``--weights``; treat it as read-only.
-    """
-    if model not in _TINY_BUILDERS:
-        raise UnknownNameError(f"no tiny VLM {model!r} (have: {', '.join(_TINY_BUILDERS)})")
-    if model not in _TINY_DIRS:
-        from extractors import hf_tiny
-
-        if not _TINY_ROOT:
-            _TINY_ROOT.append(Path(tempfile.mkdtemp(prefix="featkit-tiny-vlm-")))
-            atexit.register(shutil.rmtree, _TINY_ROOT[0], True)
-        builder = getattr(hf_tiny, _TINY_BUILDERS[model])
-        _TINY_DIRS[model] = builder(_TINY_ROOT[0] / model.partition(":")[2])
-    return _TINY_DIRS[model]
-
-
-def _load_tiny(spec, *, weights=None, adapter=None, device="cpu", precision="fp32", options=None):
-    if weights:
-        path, identity, adapter = resolve_weights(spec.name, weights, adapter)
-        reference = base_model_reference(spec.name, weights)
-    else:
-        path, identity, reference = tiny_model_dir(spec.name), "random:seed0", spec.name
-    return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
-                       precision=precision, options=options, quiet=True, base_model_reference=reference)
-
-
-register_tiny(TINY_LLAVA, HFFamily)(_load_tiny)
-register_tiny(TINY_QWEN2VL, HFFamily, defaults={"image_size": 32})(_load_tiny)

@@ -28,19 +28,18 @@ from typing import Any
 from extractors import add_alias, register
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
 from extractors.single_thread import SingleThreadTransform
-from extractors.tiny import register_tiny
 
 __all__ = [
     "NO_PROJECTION_NOTE",
     "OpenClipExtractor",
     "OpenClipFamily",
     "SEED_MODELS",
-    "TINY_CONFIGS",
     "VisualTower",
     "build_visual",
     "load_visual_weights",
     "preprocess_cfg",
     "tower_layout",
+    "user_weights",
 ]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -328,7 +327,7 @@ def _tag_source(name: str, tag: str):
     return WeightsSource(f"{FAMILY}:{name}:{tag}", tuple(candidates), how_to)
 
 
-def _user_weights(path: str | Path, model_cfg: Mapping[str, Any]) -> tuple[Path, str, dict[str, Any] | None]:
+def user_weights(path: str | Path, model_cfg: Mapping[str, Any]) -> tuple[Path, str, dict[str, Any] | None]:
     """(checkpoint file, identity, the folder's preprocess_cfg) for a ``--weights`` file or folder."""
     from extractors.pretrained import find_checkpoint
     from extractors.weights import weights_identity
@@ -548,7 +547,7 @@ class OpenClipFamily(Family):
         model_cfg = open_clip.get_model_config(name)
         pre = dict(spec.config["preprocess"])
         if weights:
-            path, identity, folder_pre = _user_weights(weights, model_cfg)
+            path, identity, folder_pre = user_weights(weights, model_cfg)
             if tag is None and folder_pre:
                 pre = preprocess_cfg(model_cfg, folder_pre)
         elif tag:
@@ -570,140 +569,3 @@ class OpenClipFamily(Family):
             spec, visual, preprocessing=pre, weights_identity=identity, device=device,
             precision=precision, settings=settings,
         )
-
-
-# -- tiny test models -----------------------------------------------------------------------------
-
-_TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-#: open_clip model configs of the tiny test towers (full CLIP configs, so tests can build the
-#: library's own model around the same tower).
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "test:tiny-eva": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 224, "timm_model_name": "eva02_tiny_patch14_224",
-                       "timm_pool": "token", "timm_proj": None},
-        "text_cfg": dict(_TINY_TEXT),
-    },
-    "test:tiny-siglip": {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit",
-                       "timm_pool": "map", "timm_proj": "none"},
-        "text_cfg": dict(_TINY_TEXT),
-    },
-}
-
-
-def featkit_tiny_siglip_vit(pretrained: bool = False, **kwargs):
-    """A SigLIP-shaped timm ViT (no class token, MAP pooling), 2 blocks of width 32 at 32 px."""
-    from timm.models import build_model_with_cfg
-    from timm.models.vision_transformer import VisionTransformer
-
-    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
-            "class_token": False, "global_pool": "map"}
-    args.update(kwargs)
-    if not args.get("pretrained_cfg"):  # no published weights; a config keeps timm from warning
-        args["pretrained_cfg"] = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                                  "num_classes": 0, "crop_pct": 1.0}
-    return build_model_with_cfg(VisionTransformer, "featkit_tiny_siglip_vit", pretrained, **args)
-
-
-def _ensure_tiny_timm_arch() -> None:
-    import timm
-    from timm.models import register_model
-
-    if not timm.is_model("featkit_tiny_siglip_vit"):
-        register_model(featkit_tiny_siglip_vit)
-
-
-#: The tiny towers' preprocessing, as a tag would give it (overlay on open_clip's defaults).
-TINY_PREPROCESS: dict[str, dict[str, Any]] = {
-    "test:tiny-eva": {},
-    "test:tiny-siglip": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"},
-}
-
-TINY_EVA = ExtractorSpec(
-    name="test:tiny-eva",
-    family="test",
-    kinds={"visual": 192, "aligned": 64, "patch_mean": 192},
-    preprocessing=Preprocessing(size=224, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest"),
-    weights="random",
-    description="open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = "
-    "projection), seeded random init",
-    notes="random weights by design",
-)
-TINY_SIGLIP = ExtractorSpec(
-    name="test:tiny-siglip",
-    family="test",
-    kinds={"visual": 32, "aligned": 32, "patch_mean": 32},
-    preprocessing=Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash"),
-    weights="random",
-    description="open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
-    notes=f"random weights by design; {NO_PROJECTION_NOTE}",
-)
-
-
-def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-                     options=None):
-    """Seeded tower of a tiny config; ``weights`` loads a checkpoint through the family's path."""
-    import torch
-
-    _ensure_tiny_timm_arch()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        visual = build_visual(TINY_CONFIGS[spec.name])
-    identity = "random:seed0"
-    if weights:
-        path, identity, _ = _user_weights(weights, TINY_CONFIGS[spec.name])
-        load_visual_weights(visual, path)
-    pre = preprocess_cfg(TINY_CONFIGS[spec.name], TINY_PREPROCESS[spec.name])
-    return OpenClipExtractor(spec, visual, preprocessing=pre,
-                             weights_identity=identity, device=device, precision=precision)
-
-
-register_tiny(TINY_EVA, OpenClipFamily)(_load_tiny_tower)
-register_tiny(TINY_SIGLIP, OpenClipFamily)(_load_tiny_tower)
-
-TINY_CLIP = ExtractorSpec(
-    name="test:tiny-clip",
-    family="test",
-    kinds={"visual": 32, "aligned": 16},
-    preprocessing=Preprocessing(size=32, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest", interpolation="bicubic"),
-    weights="random",
-    description="tiny open_clip ViT (2 layers, width 32, 32 px), seeded random init, for tests and the demo",
-    notes="random weights by design",
-)
-
-
-#: The tiny CLIP's full config (its seeded weights are other tests' fixtures: keep it stable).
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 16,
-    "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
-    "text_cfg": dict(_TINY_TEXT),
-}
-
-
-@register_tiny(TINY_CLIP, OpenClipFamily)
-def load_tiny_clip(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-                   options=None):
-    """Build the tiny CLIP with a fixed seed so every process gets the same weights."""
-    import open_clip
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.CLIP(**TINY_CLIP_CONFIG)
-    identity = "random:seed0"
-    if weights:
-        path, identity, _ = _user_weights(weights, TINY_CLIP_CONFIG)
-        load_visual_weights(model.visual, path)
-    pre = spec.preprocessing
-    return OpenClipExtractor(
-        spec,
-        model.visual,
-        preprocessing=pre.to_dict(),
-        weights_identity=identity,
-        device=device,
-        precision=precision,
-        transform=open_clip.image_transform(pre.size, is_train=False, mean=pre.mean, std=pre.std,
-                                            resize_mode=pre.resize_mode, interpolation=pre.interpolation),
-    )

@@ -25,9 +25,9 @@ from typing import Any
 from extractors import add_alias, register
 from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.single_thread import SingleThreadTransform
-from extractors.tiny import register_tiny
 
-__all__ = ["SEED_MODELS", "TINY_DINOV2_KWARGS", "TimmExtractor", "TimmFamily", "create_model", "data_config"]
+__all__ = ["IMAGE_SIZE", "SEED_MODELS", "TimmExtractor", "TimmFamily", "create_model", "data_config",
+           "image_size_option", "user_weights"]
 
 FAMILY = "timm"
 
@@ -238,7 +238,7 @@ def _describe(name: str) -> ExtractorSpec:
     )
 
 
-def _user_weights(path: str | Path) -> tuple[Path, str]:
+def user_weights(path: str | Path) -> tuple[Path, str]:
     from extractors.pretrained import find_checkpoint
     from extractors.weights import weights_identity
 
@@ -254,7 +254,7 @@ IMAGE_SIZE = OptionSpec(
 )
 
 
-def _image_size(options: Mapping[str, Any] | None) -> int | None:
+def image_size_option(options: Mapping[str, Any] | None) -> int | None:
     """The ``image_size`` option (already parsed as an int), checked to be positive."""
     from featkit.errors import FeatkitError
 
@@ -289,9 +289,9 @@ class TimmFamily(Family):
         from featkit.errors import MissingWeightsError
 
         name = spec.config["model_name"]
-        image_size = _image_size(options)
+        image_size = image_size_option(options)
         if weights:
-            path, identity = _user_weights(weights)
+            path, identity = user_weights(weights)
         elif spec.config["has_weights"]:
             from extractors.pretrained import resolve_weights
 
@@ -304,43 +304,3 @@ class TimmFamily(Family):
         settings = {"image_size": image_size} if image_size else {}
         return TimmExtractor(spec, model, data_cfg=data_config(model, image_size), weights_identity=identity,
                              device=device, precision=precision, settings=settings)
-
-
-# -- tiny test model ------------------------------------------------------------------------------
-
-#: Architecture overrides of the tiny DINOv2-style ViT (patch 14, layer scale, class token).
-TINY_DINOV2_KWARGS: dict[str, Any] = {"img_size": 42, "embed_dim": 32, "depth": 2, "num_heads": 2}
-TINY_DINOV2_NAME = "vit_small_patch14_dinov2.lvd142m"
-
-TINY_DINOV2 = ExtractorSpec(
-    name="test:tiny-dinov2",
-    family="test",
-    kinds={"visual": 32, "cls": 32, "patch_mean": 32},
-    preprocessing=Preprocessing(size=42, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                resize_mode="shortest", interpolation="bicubic", crop_pct=1.0),
-    weights="random",
-    description="timm DINOv2-style ViT (vit_small_patch14_dinov2 shape: 2 blocks, width 32, 42 px), "
-    "seeded random init",
-    notes="random weights by design; visual is the class token (token pooling), the same as cls",
-)
-
-
-@register_tiny(TINY_DINOV2, TimmFamily)
-def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-                     options=None):
-    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path, and the
-    ``image_size`` option runs it at another size, as for any timm model."""
-    import torch
-
-    identity = "random:seed0"
-    path = None
-    if weights:
-        path, identity = _user_weights(weights)
-    image_size = _image_size(options)
-    kwargs = {**TINY_DINOV2_KWARGS, "img_size": image_size or TINY_DINOV2_KWARGS["img_size"]}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model(TINY_DINOV2_NAME, path, **kwargs)
-    return TimmExtractor(spec, model, data_cfg=data_config(model, kwargs["img_size"]),
-                         weights_identity=identity, device=device, precision=precision,
-                         settings={"image_size": image_size} if image_size else {})

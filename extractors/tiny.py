@@ -1,19 +1,51 @@
-"""The ``test`` family: tiny, seeded, randomly initialised models of real architecture families.
+"""The ``test`` family: tiny, seeded, randomly initialised models of the real families' shapes.
 
 They run offline in seconds, so tests, ``featkit demo`` and the notebooks exercise the real
-loading and feature code paths. Each family module registers its tiny models here with
-:func:`register_tiny`. Their weights are random *by design* (weights identity ``random:seed<N>``).
-Each tiny model declares the options (and adapter support) of the family it mimics.
+loading and feature code paths. Their weights are random *by design* (weights identity
+``random:seed<N>``) and fixed: other tests' reference values depend on them. Each tiny model
+declares the options (and adapter support) of the family it mimics, and loads through that
+family's own code; this module holds every tiny model, so the family modules hold only the
+real loading code.
+
+The VLMs are written as complete ``save_pretrained`` directories (config, weights, tokenizer,
+processor) that load back with ``AutoModelForImageTextToText`` / ``AutoProcessor``. Their
+tokenizer is a ``tokenizers`` WordLevel model over single characters (plus the special tokens
+each architecture needs): every character is a token, so distinct texts (class names, captions)
+give distinct token sequences without any downloaded vocabulary. ``vocab_size`` larger than the
+character vocabulary pads it with unused tokens (the benchmark uses this to make the LM head as
+large as a real 32k-vocabulary model's).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import shutil
+import string
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from extractors import register
-from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec
+from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
+from extractors.hf import CLIP_MEAN, CLIP_STD, HFFamily, load_hf_vlm
+from extractors.hf_weights import base_model_reference, resolve_weights
+from extractors.open_clip import (
+    NO_PROJECTION_NOTE,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    OpenClipExtractor,
+    OpenClipFamily,
+    build_visual,
+    load_visual_weights,
+    preprocess_cfg,
+)
+from extractors.open_clip import user_weights as open_clip_weights
+from extractors.timm import TimmExtractor, TimmFamily, create_model, data_config, image_size_option
+from extractors.timm import user_weights as timm_weights
+from featkit.errors import UnknownNameError
 
 Loader = Callable[..., Extractor]
 
@@ -71,3 +103,428 @@ class TinyFamily(Family):
 
     def weights_available(self, spec) -> bool:
         return True
+
+
+# -- open_clip towers -----------------------------------------------------------------------------
+
+_TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+#: open_clip model configs of the tiny test towers (full CLIP configs, so tests can build the
+#: library's own model around the same tower).
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "test:tiny-eva": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 224, "timm_model_name": "eva02_tiny_patch14_224",
+                       "timm_pool": "token", "timm_proj": None},
+        "text_cfg": dict(_TINY_TEXT),
+    },
+    "test:tiny-siglip": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit",
+                       "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": dict(_TINY_TEXT),
+    },
+}
+
+
+def featkit_tiny_siglip_vit(pretrained: bool = False, **kwargs):
+    """A SigLIP-shaped timm ViT (no class token, MAP pooling), 2 blocks of width 32 at 32 px."""
+    from timm.models import build_model_with_cfg
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
+            "class_token": False, "global_pool": "map"}
+    args.update(kwargs)
+    if not args.get("pretrained_cfg"):  # no published weights; a config keeps timm from warning
+        args["pretrained_cfg"] = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                                  "num_classes": 0, "crop_pct": 1.0}
+    return build_model_with_cfg(VisionTransformer, "featkit_tiny_siglip_vit", pretrained, **args)
+
+
+def ensure_tiny_timm_arch() -> None:
+    import timm
+    from timm.models import register_model
+
+    if not timm.is_model("featkit_tiny_siglip_vit"):
+        register_model(featkit_tiny_siglip_vit)
+
+
+#: The tiny towers' preprocessing, as a tag would give it (overlay on open_clip's defaults).
+TINY_PREPROCESS: dict[str, dict[str, Any]] = {
+    "test:tiny-eva": {},
+    "test:tiny-siglip": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"},
+}
+
+TINY_EVA = ExtractorSpec(
+    name="test:tiny-eva",
+    family="test",
+    kinds={"visual": 192, "aligned": 64, "patch_mean": 192},
+    preprocessing=Preprocessing(size=224, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest"),
+    weights="random",
+    description="open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = "
+    "projection), seeded random init",
+    notes="random weights by design",
+)
+TINY_SIGLIP = ExtractorSpec(
+    name="test:tiny-siglip",
+    family="test",
+    kinds={"visual": 32, "aligned": 32, "patch_mean": 32},
+    preprocessing=Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash"),
+    weights="random",
+    description="open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
+    notes=f"random weights by design; {NO_PROJECTION_NOTE}",
+)
+
+
+def _load_tiny_tower(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                     options=None):
+    """Seeded tower of a tiny config; ``weights`` loads a checkpoint through the family's path."""
+    import torch
+
+    ensure_tiny_timm_arch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        visual = build_visual(TINY_CONFIGS[spec.name])
+    identity = "random:seed0"
+    if weights:
+        path, identity, _ = open_clip_weights(weights, TINY_CONFIGS[spec.name])
+        load_visual_weights(visual, path)
+    pre = preprocess_cfg(TINY_CONFIGS[spec.name], TINY_PREPROCESS[spec.name])
+    return OpenClipExtractor(spec, visual, preprocessing=pre,
+                             weights_identity=identity, device=device, precision=precision)
+
+
+register_tiny(TINY_EVA, OpenClipFamily)(_load_tiny_tower)
+register_tiny(TINY_SIGLIP, OpenClipFamily)(_load_tiny_tower)
+
+TINY_CLIP = ExtractorSpec(
+    name="test:tiny-clip",
+    family="test",
+    kinds={"visual": 32, "aligned": 16},
+    preprocessing=Preprocessing(size=32, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest", interpolation="bicubic"),
+    weights="random",
+    description="tiny open_clip ViT (2 layers, width 32, 32 px), seeded random init, for tests and the demo",
+    notes="random weights by design",
+)
+
+
+#: The tiny CLIP's full config (its seeded weights are other tests' fixtures: keep it stable).
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 16,
+    "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+    "text_cfg": dict(_TINY_TEXT),
+}
+
+
+@register_tiny(TINY_CLIP, OpenClipFamily)
+def load_tiny_clip(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                   options=None):
+    """Build the tiny CLIP with a fixed seed so every process gets the same weights."""
+    import open_clip
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = open_clip.CLIP(**TINY_CLIP_CONFIG)
+    identity = "random:seed0"
+    if weights:
+        path, identity, _ = open_clip_weights(weights, TINY_CLIP_CONFIG)
+        load_visual_weights(model.visual, path)
+    pre = spec.preprocessing
+    return OpenClipExtractor(
+        spec,
+        model.visual,
+        preprocessing=pre.to_dict(),
+        weights_identity=identity,
+        device=device,
+        precision=precision,
+        transform=open_clip.image_transform(pre.size, is_train=False, mean=pre.mean, std=pre.std,
+                                            resize_mode=pre.resize_mode, interpolation=pre.interpolation),
+    )
+
+
+# -- timm DINOv2 ----------------------------------------------------------------------------------
+
+#: Architecture overrides of the tiny DINOv2-style ViT (patch 14, layer scale, class token).
+TINY_DINOV2_KWARGS: dict[str, Any] = {"img_size": 42, "embed_dim": 32, "depth": 2, "num_heads": 2}
+TINY_DINOV2_NAME = "vit_small_patch14_dinov2.lvd142m"
+
+TINY_DINOV2 = ExtractorSpec(
+    name="test:tiny-dinov2",
+    family="test",
+    kinds={"visual": 32, "cls": 32, "patch_mean": 32},
+    preprocessing=Preprocessing(size=42, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                resize_mode="shortest", interpolation="bicubic", crop_pct=1.0),
+    weights="random",
+    description="timm DINOv2-style ViT (vit_small_patch14_dinov2 shape: 2 blocks, width 32, 42 px), "
+    "seeded random init",
+    notes="random weights by design; visual is the class token (token pooling), the same as cls",
+)
+
+
+@register_tiny(TINY_DINOV2, TimmFamily)
+def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                     options=None):
+    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path, and the
+    ``image_size`` option runs it at another size, as for any timm model."""
+    import torch
+
+    identity = "random:seed0"
+    path = None
+    if weights:
+        path, identity = timm_weights(weights)
+    image_size = image_size_option(options)
+    kwargs = {**TINY_DINOV2_KWARGS, "img_size": image_size or TINY_DINOV2_KWARGS["img_size"]}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(TINY_DINOV2_NAME, path, **kwargs)
+    return TimmExtractor(spec, model, data_cfg=data_config(model, kwargs["img_size"]),
+                         weights_identity=identity, device=device, precision=precision,
+                         settings={"image_size": image_size} if image_size else {})
+
+
+# -- VLMs (the hf family's code on save_pretrained directories written here) ----------------------
+
+_TINY_DIRS: dict[str, Path] = {}
+_TINY_ROOT: list[Path] = []
+
+TINY_LLAVA = ExtractorSpec(
+    name="test:tiny-llava",
+    family="test",
+    kinds={"visual": 32, "cls": 32, "aligned": 48, "last_token": 48},
+    preprocessing=Preprocessing(size=16, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
+    weights="random",
+    description="tiny LLaVA (CLIP tower 16 px, layer -2, CLS dropped; MLP projector; 2-layer Llama), "
+                "seeded random init, for tests and the demo",
+    notes="random weights by design",
+    default_kinds=("visual", "aligned", "last_token"),
+)
+
+TINY_QWEN2VL = ExtractorSpec(
+    name="test:tiny-qwen2vl",
+    family="test",
+    kinds={"visual": 32, "aligned": 48, "last_token": 48},
+    preprocessing=Preprocessing(size=32, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="shortest", interpolation="bicubic"),
+    weights="random",
+    description="tiny Qwen2-VL (2-block ViT, 32 px square -> 8x8 patches -> 16 merged tokens; "
+                "2-layer M-RoPE LM), seeded random init, for tests and the demo",
+    notes="random weights by design",
+    default_kinds=("visual", "aligned", "last_token"),
+)
+
+def tiny_model_dir(model: str = "test:tiny-llava") -> Path:
+    """The ``save_pretrained`` directory of a tiny VLM, built once per process (seed 0).
+
+    Use it as a base for adapters or as ``--weights``; treat it as read-only.
+    """
+    if model not in _TINY_BUILDERS:
+        raise UnknownNameError(f"no tiny VLM {model!r} (have: {', '.join(_TINY_BUILDERS)})")
+    if model not in _TINY_DIRS:
+        if not _TINY_ROOT:
+            _TINY_ROOT.append(Path(tempfile.mkdtemp(prefix="featkit-tiny-vlm-")))
+            atexit.register(shutil.rmtree, _TINY_ROOT[0], True)
+        _TINY_DIRS[model] = _TINY_BUILDERS[model](_TINY_ROOT[0] / model.partition(":")[2])
+    return _TINY_DIRS[model]
+
+
+def _load_tiny_vlm(spec, *, weights=None, adapter=None, device="cpu", precision="fp32", options=None):
+    if weights:
+        path, identity, adapter = resolve_weights(spec.name, weights, adapter)
+        reference = base_model_reference(spec.name, weights)
+    else:
+        path, identity, reference = tiny_model_dir(spec.name), "random:seed0", spec.name
+    return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
+                       precision=precision, options=options, quiet=True, base_model_reference=reference)
+
+
+register_tiny(TINY_LLAVA, HFFamily)(_load_tiny_vlm)
+register_tiny(TINY_QWEN2VL, HFFamily, defaults={"image_size": 32})(_load_tiny_vlm)
+
+
+# -- writing the VLM directories ----------------------------------------------------------------
+
+CHARACTERS = list(" " + string.ascii_lowercase + string.digits + ".,:;!?'\"-()/&+_")
+
+LLAVA_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+QWEN2VL_SPECIALS = [
+    "<|endoftext|>",
+    "<unk>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def _vocab(specials: list[str], vocab_size: int | None) -> dict[str, int]:
+    tokens = specials + CHARACTERS
+    if vocab_size is not None:
+        if vocab_size < len(tokens):
+            raise ValueError(f"vocab_size must be at least {len(tokens)}")
+        tokens += [f"<extra_{i}>" for i in range(vocab_size - len(tokens))]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def _char_tokenizer(vocab: dict[str, int], *, bos: str | None, **special_tokens: Any):
+    """A ``PreTrainedTokenizerFast``: lower-cased, whitespace runs folded to one space, one token per
+    character; special tokens (``<image>``...) are matched whole before that split."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase(),
+         normalizers.Replace(Regex(r"\s+"), " ")]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    if bos is not None:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", **special_tokens)
+
+
+def build_tiny_llava(
+    save_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    image_size: int = 16,
+    patch_size: int = 4,
+    vision_hidden: int = 32,
+    vision_layers: int = 3,
+    text_hidden: int = 48,
+    text_layers: int = 2,
+    vocab_size: int | None = None,
+) -> Path:
+    """Write a tiny ``LlavaForConditionalGeneration`` (CLIP tower with CLS, feature layer -2,
+    ``"default"`` strategy, Llama LM) and its ``LlavaProcessor`` to ``save_dir``; returns it."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    vocab = _vocab(LLAVA_SPECIALS, vocab_size)
+    tokenizer = _char_tokenizer(
+        vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    vision = CLIPVisionConfig(
+        image_size=image_size, patch_size=patch_size, hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+        num_attention_heads=4, projection_dim=vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
+        num_hidden_layers=text_layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, pad_token_id=vocab["<pad>"], bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"], tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=vocab["<image>"],
+        image_seq_length=(image_size // patch_size) ** 2, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", pad_token_id=vocab["<pad>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    return _save(model, processor, save_dir)
+
+
+def build_tiny_qwen2vl(
+    save_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    patch_size: int = 4,
+    vision_hidden: int = 32,
+    vision_layers: int = 2,
+    text_hidden: int = 48,
+    text_layers: int = 2,
+    vocab_size: int | None = None,
+) -> Path:
+    """Write a tiny ``Qwen2VLForConditionalGeneration`` (2x2 PatchMerger, M-RoPE LM) and its
+    ``Qwen2VLProcessor`` (with the video processor it requires) to ``save_dir``; returns it."""
+    import torch
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    vocab = _vocab(QWEN2VL_SPECIALS, vocab_size)
+    tokenizer = _char_tokenizer(
+        vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>",
+        },
+    )
+    heads = 4
+    half_head = text_hidden // heads // 2
+    mrope = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": vision_layers, "embed_dim": vision_hidden, "hidden_size": text_hidden,
+            "num_heads": 4, "mlp_ratio": 2, "patch_size": patch_size, "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config={
+            "vocab_size": len(vocab), "hidden_size": text_hidden,
+            "intermediate_size": 2 * text_hidden, "num_hidden_layers": text_layers,
+            "num_attention_heads": heads, "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
+            "bos_token_id": vocab["<|endoftext|>"], "eos_token_id": vocab["<|im_end|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        },
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config).eval()
+    factor = 2 * patch_size
+    size = {"shortest_edge": factor * factor, "longest_edge": (16 * factor) ** 2}
+    pixel_kwargs = {"size": size, "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixel_kwargs),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**pixel_kwargs),
+    )
+    return _save(model, processor, save_dir)
+
+
+def _save(model, processor, save_dir: str | os.PathLike) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    path = Path(save_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+    return path
+
+
+_TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "test:tiny-llava": build_tiny_llava,
+    "test:tiny-qwen2vl": build_tiny_qwen2vl,
+}

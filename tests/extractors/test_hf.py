@@ -26,8 +26,8 @@ from extractors.hf import (  # noqa: E402
     last_token_index,
     positions_from_mask,
     square_crop,
-    tiny_model_dir,
 )
+from extractors.tiny import tiny_model_dir  # noqa: E402
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError  # noqa: E402
 
 TOL = 1e-6

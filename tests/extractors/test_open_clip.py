@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 import featkit  # noqa: E402
-from extractors import get_spec, load_extractor  # noqa: E402
+from extractors import get_spec, load_extractor, tiny  # noqa: E402
 from extractors import open_clip as oc  # noqa: E402
 from extractors.weights import weights_identity  # noqa: E402
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError  # noqa: E402
@@ -57,7 +57,7 @@ def _extract_and_load(model, root, cache, **kwargs):
 
 def _random_clip(config, seed):
     """The library's full CLIP around a tiny config, with weights drawn from ``seed``."""
-    oc._ensure_tiny_timm_arch()
+    tiny.ensure_tiny_timm_arch()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.CLIP(**copy.deepcopy(config)).eval()
@@ -97,9 +97,9 @@ def test_import_does_not_load_torch():
 
 TINY = {
     # model id: (config, transform args the library would use)
-    "test:tiny-clip": (oc.TINY_CLIP_CONFIG, dict(mean=oc.OPENAI_MEAN, std=oc.OPENAI_STD, resize_mode="shortest")),
-    "test:tiny-eva": (oc.TINY_CONFIGS["test:tiny-eva"], dict(mean=oc.OPENAI_MEAN, std=oc.OPENAI_STD, resize_mode="shortest")),
-    "test:tiny-siglip": (oc.TINY_CONFIGS["test:tiny-siglip"], dict(mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")),
+    "test:tiny-clip": (tiny.TINY_CLIP_CONFIG, dict(mean=oc.OPENAI_MEAN, std=oc.OPENAI_STD, resize_mode="shortest")),
+    "test:tiny-eva": (tiny.TINY_CONFIGS["test:tiny-eva"], dict(mean=oc.OPENAI_MEAN, std=oc.OPENAI_STD, resize_mode="shortest")),
+    "test:tiny-siglip": (tiny.TINY_CONFIGS["test:tiny-siglip"], dict(mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")),
 }
 
 
@@ -164,7 +164,7 @@ LAYOUTS = {
                          "timm_proj": None},
     oc.TIMM_HEAD: {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit", "timm_pool": "avg",
                    "timm_proj": "linear"},
-    oc.TIMM_NO_PROJ: oc.TINY_CONFIGS["test:tiny-siglip"]["vision_cfg"],
+    oc.TIMM_NO_PROJ: tiny.TINY_CONFIGS["test:tiny-siglip"]["vision_cfg"],
     oc.ALIGNED_ONLY: {"layers": [1, 1, 1, 1], "width": 8, "head_width": 8, "image_size": 64},
 }
 
@@ -338,7 +338,7 @@ def test_local_dir_weights_and_untagged_name(registered, tmp_path):
 
 def test_mismatched_weights_file_is_one_clear_error(registered, tmp_path):
     wrong = tmp_path / "wrong.pt"
-    torch.save(_random_clip(oc.TINY_CONFIGS["test:tiny-siglip"], seed=0).state_dict(), wrong)
+    torch.save(_random_clip(tiny.TINY_CONFIGS["test:tiny-siglip"], seed=0).state_dict(), wrong)
     with pytest.raises(FeatkitError, match="does not fit") as info:
         load_extractor(f"open_clip:{TEST_NAME}:tiny", weights=wrong)
     assert "\n" not in str(info.value)

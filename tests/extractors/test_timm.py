@@ -14,7 +14,7 @@ from PIL import Image  # noqa: E402
 from timm.data import create_transform, resolve_data_config  # noqa: E402
 
 import featkit  # noqa: E402
-from extractors import get_spec, load_extractor  # noqa: E402
+from extractors import get_spec, load_extractor, tiny  # noqa: E402
 from extractors import timm as tf  # noqa: E402
 from extractors.weights import weights_identity  # noqa: E402
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError  # noqa: E402
@@ -72,7 +72,7 @@ def _inputs(root, transform, sample_ids):
 
 
 def test_tiny_dinov2_features_equal_timm(image_root, tmp_path):
-    library = _perturbed(tf.create_model(tf.TINY_DINOV2_NAME, **tf.TINY_DINOV2_KWARGS), seed=1)
+    library = _perturbed(tf.create_model(tiny.TINY_DINOV2_NAME, **tiny.TINY_DINOV2_KWARGS), seed=1)
     weights = tmp_path / "tiny.pt"
     torch.save(library.state_dict(), weights)
     sets = _extract_test("test:tiny-dinov2", image_root, tmp_path / "cache", weights=weights)
@@ -115,7 +115,7 @@ def test_weights_folder(tmp_path, offline):
     """``--weights`` may be a hub-snapshot-like folder holding model.safetensors."""
     from safetensors.torch import save_file
 
-    model = _perturbed(tf.create_model(tf.TINY_DINOV2_NAME, **tf.TINY_DINOV2_KWARGS), seed=3)
+    model = _perturbed(tf.create_model(tiny.TINY_DINOV2_NAME, **tiny.TINY_DINOV2_KWARGS), seed=3)
     folder = tmp_path / "snapshot"
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")

@@ -85,7 +85,7 @@ def _other_tiny_clip_weights(path: Path) -> Path:
 
     import open_clip
 
-    from extractors.open_clip import TINY_CLIP_CONFIG
+    from extractors.tiny import TINY_CLIP_CONFIG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

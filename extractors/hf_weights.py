@@ -1,0 +1,116 @@
+"""Locating hf checkpoints offline, their identity, and applying peft adapters to them.
+
+A ``save_pretrained`` directory (``--weights DIR`` or a local directory as the id) is identified
+by the sha256 of its files; a hub id is looked up in the Hugging Face cache only (featkit never
+downloads) and identified by its snapshot commit. A directory holding only an adapter names its
+base model, which is resolved the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from featkit.errors import FeatkitError, MissingWeightsError
+
+
+def resolve_weights(
+    source: str,
+    weights: str | None,
+    adapter: str | None,
+    *,
+    hash_weights: bool = True,
+) -> tuple[Path, str, str | None]:
+    """(model directory, weights identity, adapter directory) for ``hf:<source>``, offline.
+
+    ``weights`` (a directory) wins over ``source``; a local directory is hashed (sha256 of all
+    files); a hub id is looked up in the Hugging Face cache and identified by its commit. A
+    directory with an ``adapter_config.json`` but no ``config.json`` is an adapter: its base model
+    (``base_model_name_or_path``) is resolved the same way and the adapter returned.
+    """
+    from extractors.weights import weights_identity
+
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_dir():
+            raise MissingWeightsError(
+                f"--weights {weights}: not a directory; hf models load from a save_pretrained "
+                f"directory (config.json, *.safetensors, processor files)"
+            )
+        identity = weights_identity(path) if hash_weights else "unhashed"
+    elif Path(source).expanduser().is_dir():
+        path = Path(source).expanduser()
+        identity = weights_identity(path) if hash_weights else "unhashed"
+    else:
+        path, identity = _from_hf_cache(source)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        if adapter:
+            raise FeatkitError(
+                f"{path} is itself a peft adapter and --adapter {adapter} was given too; pass the "
+                f"base model as --model/--weights and one adapter"
+            )
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise MissingWeightsError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        base_path, base_identity, _ = resolve_weights(base, None, None, hash_weights=hash_weights)
+        return base_path, base_identity, str(path)
+    if not (path / "config.json").is_file():
+        raise MissingWeightsError(f"{path} has no config.json; pass a save_pretrained directory")
+    return path, identity, adapter
+
+
+def base_model_reference(source: str, weights: str | None) -> str:
+    """What an adapter trained on ``hf:<source>`` names as its base: the weights directory, else
+    the local directory or hub id of the id (resolved, so the adapter loads from anywhere)."""
+    if weights:
+        return str(Path(weights).expanduser().resolve())
+    local = Path(source).expanduser()
+    return str(local.resolve()) if local.is_dir() else source
+
+
+def _from_hf_cache(repo_id: str) -> tuple[Path, str]:
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot = Path(snapshot_download(repo_id=repo_id, local_files_only=True))
+    except Exception:  # not cached, partially cached, or not a valid repo id
+        raise MissingWeightsError(
+            f"weights of hf:{repo_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"featkit never downloads: fetch them where there is internet (`hf download {repo_id}`) "
+            f"or pass --weights DIR"
+        ) from None
+    return snapshot, f"hf:{repo_id}@{snapshot.name}"
+
+
+def merge_adapter(model, adapter: str):
+    """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime).
+
+    An adapter whose weights do not all find their modules is refused: peft would only warn and
+    leave those LoRA matrices at their initial values.
+    """
+    import warnings
+
+    from extractors.weights import weights_identity
+
+    adapter_path = Path(adapter).expanduser()
+    if not (adapter_path / "adapter_config.json").is_file():
+        raise MissingWeightsError(f"--adapter {adapter}: no adapter_config.json there (a peft adapter directory)")
+    from peft import PeftModel
+
+    identity = weights_identity(adapter_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    for warning in caught:
+        if "missing adapter keys" in str(warning.message):
+            raise MissingWeightsError(
+                f"--adapter {adapter}: its weights do not match this model's modules "
+                f"({first_line(warning.message)[:200]}...); was it trained on this base model?"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return peft_model.merge_and_unload(), identity
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error message (the one-line errors quote it)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
