@@ -49,24 +49,6 @@ PIXEL_RANGE_TOLERANCE = 1e-4
 # --------------------------------------------------------------------------- the model path
 
 
-def feature_function(extractor: Any, kind: str) -> FeatureFn:
-    """``extractor.differentiable_features(kind)``.
-
-    Kept only while ``featkit/commands/perturb.py`` migrates to calling the extractor method
-    itself; new code calls ``extractor.differentiable_features(kind)``.
-    """
-    return extractor.differentiable_features(kind)
-
-
-def extractor_normalization(extractor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``extractor.pixel_normalization()``.
-
-    Kept only while ``featkit/commands/perturb.py`` migrates to calling the extractor method
-    itself; new code calls ``extractor.pixel_normalization()``.
-    """
-    return extractor.pixel_normalization()
-
-
 class ImageProbe(torch.nn.Module):
     """``normalised images -> probe logits`` as the ``nn.Module`` torchattacks attacks."""
 

@@ -172,12 +172,3 @@ def test_images_normalised_with_other_statistics_are_rejected(tiny):
         image_eps_sweep(extractor.differentiable_features("visual"), head, wrongly, labels, [0.01],
                         mean=mean, std=std, progress=False)
 
-
-def test_kept_wrappers_delegate_to_the_extractor(tiny):
-    from probes.image_attack import extractor_normalization, feature_function
-
-    extractor, images, _, _ = tiny
-    with torch.no_grad():
-        np.testing.assert_array_equal(feature_function(extractor, "visual")(images[:2]).numpy(),
-                                      extractor.differentiable_features("visual")(images[:2]).numpy())
-    assert extractor_normalization(extractor) == extractor.pixel_normalization()
