@@ -16,13 +16,25 @@ from featkit._version import __version__
 from featkit.commands import COMMANDS
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument error is one ``featkit: error:`` line naming the subcommand, exit 2."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        command = self.prog.removeprefix("featkit").strip()
+        where = f"{command}: " if command else ""
+        hint = f" (see 'featkit {command} --help')" if command else " (see 'featkit --help')"
+        print(f"featkit: error: {where}{message}{hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="featkit",
         description="Extract, cache and probe image embeddings of vision and vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"featkit {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=OneLineParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"featkit.commands.{name}")
@@ -34,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
         )
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _outputs=module.OUTPUTS)
     return parser
 
 
@@ -47,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from featkit.commands.common import check_outputs
+
+        check_outputs(args, args._outputs)  # before the work, so no result is lost at the end
         return int(args._run(args) or 0)
     except FeatkitError as err:
         print(f"featkit: error: {err}", file=sys.stderr)

@@ -58,3 +58,110 @@ def source_from(args: argparse.Namespace):
 
     return FeatureSource(model=args.model, features=args.features, weights=args.weights,
                          adapter=args.adapter, cache_dir=args.cache_dir)
+
+
+# --------------------------------------------------------------------------- checked values
+
+
+def _number(text: str, kind: type, option_rule: str):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {option_rule}") from None
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1."""
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type``: an integer >= 0."""
+    value = _number(text, int, "a non-negative integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type``: a finite number > 0."""
+    import math
+
+    value = _number(text, float, "a positive number")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse ``type``: a finite number >= 0."""
+    import math
+
+    value = _number(text, float, "a non-negative number")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative finite number")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse ``type``: a number strictly between 0 and 1."""
+    value = _number(text, float, "a number between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+    return value
+
+
+def device(text: str) -> str:
+    """argparse ``type``: a device featkit runs on (cpu, cuda, cuda:N, auto), checked now."""
+    from featkit._device import resolve_device
+    from featkit.errors import FeatkitError
+
+    try:
+        resolve_device(text)
+    except FeatkitError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--device ")) from None
+    return text
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def check_writable(path: str | Path, option: str, *, folder: bool = False) -> None:
+    """Fail now, in one line, when ``path`` (a file, or with ``folder`` a directory) could not
+    be written at the end of the work: its nearest existing ancestor must be a writable
+    directory (tried by creating a temporary file there)."""
+    import tempfile
+
+    from featkit.errors import FeatkitError
+
+    target = Path(path).expanduser()
+    if target.exists():
+        if folder and not target.is_dir():
+            raise FeatkitError(f"{option} {path}: exists and is not a directory")
+        if not folder and target.is_dir():
+            raise FeatkitError(f"{option} {path}: is a directory; give a file name")
+    probe_dir = target if folder else target.parent
+    ancestor = probe_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FeatkitError(f"{option} {path}: {ancestor} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        raise FeatkitError(f"{option} {path}: cannot write in {ancestor} "
+                           f"({err.strerror or err}); choose another path") from None
+
+
+def check_outputs(args: argparse.Namespace, outputs: dict[str, str]) -> None:
+    """:func:`check_writable` for each output option a command declares in its ``OUTPUTS``
+    (``{option dest: "file" or "dir"}``) and was given."""
+    for name, kind in outputs.items():
+        value = vars(args).get(name)
+        if value is not None:
+            check_writable(value, "--" + name.replace("_", "-"), folder=kind == "dir")

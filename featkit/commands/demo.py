@@ -10,6 +10,8 @@ from featkit.commands.common import add_cache_dir
 
 NAME = "demo"
 HELP = "run the whole pipeline offline on the bundled digits (first command to try)"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"out": "dir", "cache_dir": "dir"}
 DESCRIPTION = (
     "Extract features of scikit-learn's handwritten digits with the offline extractors "
     "(raw pixels and a tiny random CLIP), then run every probe on them, printing what it did and "

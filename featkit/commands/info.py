@@ -9,6 +9,8 @@ NAME = "info"
 HELP = "show the contents and provenance of a cache file"
 
 
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a cache .h5 file")
     parser.add_argument("--json", action="store_true", help="print the attributes as JSON")

@@ -9,6 +9,8 @@ HELP = ("list models (alias, id, kinds and dims, input size, weights and whether
         "the options and adapters they accept) or datasets")
 
 
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["models", "datasets"], help="what to list")
 

@@ -12,13 +12,18 @@ from featkit.commands.common import (
     add_features,
     add_model_dataset,
     add_outputs,
+    device,
     emit,
+    non_negative_int,
+    positive_int,
     source_from,
 )
 from featkit.errors import FeatkitError
 
 NAME = "perturb"
 HELP = "linear-probe accuracy under PGD perturbation of features (or images), swept over eps"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"json": "file", "plot": "file", "save_probe": "file"}
 DESCRIPTION = (
     "Train the linear probe (logistic regression, C chosen on val, refit on train + val, as "
     "'featkit probe linear') or load one with --probe, then attack the test split with PGD "
@@ -57,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps-rel", action="store_true",
                         help="--eps (and --alpha) are fractions of the mean feature norm of the "
                         "attacked set (mean ||x||_inf for linf, mean ||x||_2 for l2)")
-    parser.add_argument("--steps", type=int, default=Settings.steps,
+    parser.add_argument("--steps", type=non_negative_int, default=Settings.steps,
                         help=f"PGD steps (default: {Settings.steps})")
     parser.add_argument("--alpha", default=None,
                         help="step size in the units of --eps (default: 2.5 * eps / steps)")
@@ -68,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["none", "least-likely", "random"],
                         help="targeted attack towards the least-likely or a random other class "
                         "(default: none, untargeted)")
-    parser.add_argument("--seed", type=int, default=Settings.seed,
+    parser.add_argument("--seed", type=non_negative_int, default=Settings.seed,
                         help=f"seed of random starts and random targets (default: {Settings.seed})")
     parser.add_argument("--split", default=Settings.split,
                         help=f"split to attack (default: {Settings.split})")
@@ -85,13 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--c-grid", default=None,
                         help="comma-separated C values swept on val for a probe trained here "
                         "(default: as 'featkit probe linear')")
-    parser.add_argument("--batch-size", type=int, default=Settings.batch_size,
+    parser.add_argument("--batch-size", type=positive_int, default=Settings.batch_size,
                         help="images per attack batch with --space image (default: "
                         f"{Settings.batch_size})")
     parser.add_argument("--data-root", default=None,
                         help="dataset root for --space image (default: the one recorded in "
                         "the cache)")
-    parser.add_argument("--device", default=Settings.device,
+    parser.add_argument("--device", type=device, default=Settings.device,
                         help=f"cpu, cuda or auto (default: {Settings.device})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)

@@ -16,7 +16,11 @@ from featkit.commands.common import (
     add_features,
     add_model_dataset,
     add_outputs,
+    device,
     emit,
+    non_negative_int,
+    positive_float,
+    positive_int,
     source_from,
     split_list,
 )
@@ -24,6 +28,8 @@ from featkit.errors import FeatkitError
 
 NAME = "probe"
 HELP = "linear-probe (logistic regression) or kNN top-1/top-5 of cached features"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"json": "file", "save_probe": "file"}
 DESCRIPTION = (
     "Classification probes of cached features. 'linear': multinomial logistic regression by "
     "L-BFGS; the L2 strength C is swept on the val split (ties -> stronger regularisation), the "
@@ -59,12 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-refit-on-val", action="store_true",
         help="keep the train-only fit at the chosen C instead of refitting on train + val",
     )
-    parser_linear.add_argument("--tol", type=float, default=lin.tol,
+    parser_linear.add_argument("--tol", type=positive_float, default=lin.tol,
                                help=f"L-BFGS gradient tolerance (scikit-learn's tol; default: "
                                f"{lin.tol:g})")
-    parser_linear.add_argument("--max-iter", type=int, default=lin.max_iter,
+    parser_linear.add_argument("--max-iter", type=positive_int, default=lin.max_iter,
                                help=f"L-BFGS iterations per C (default: {lin.max_iter})")
-    parser_linear.add_argument("--seed", type=int, default=lin.seed,
+    parser_linear.add_argument("--seed", type=non_negative_int, default=lin.seed,
                                help="seed recorded with the result; the fit itself has no "
                                f"randomness (default: {lin.seed})")
     parser_linear.add_argument(
@@ -78,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser_knn)
     parser_knn.add_argument("--k", default=",".join(map(str, kn.ks)),
                             help=f"comma-separated k values (default: {','.join(map(str, kn.ks))})")
-    parser_knn.add_argument("--primary-k", type=int, default=kn.primary_k,
+    parser_knn.add_argument("--primary-k", type=positive_int, default=kn.primary_k,
                             help="k reported as top1/top5 (default: 20 if given, else the largest)")
-    parser_knn.add_argument("--temperature", type=float, default=kn.temperature,
+    parser_knn.add_argument("--temperature", type=positive_float, default=kn.temperature,
                             help=f"vote temperature T in exp(sim / T) (default: {kn.temperature})")
     parser_knn.add_argument(
         "--train-only", action="store_true",
@@ -100,7 +106,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--label-map", default=None,
         help='JSON file {"old class": "existing class", ...} merging classes of one dataset',
     )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--device", type=device, default=None,
+                        help="cpu, cuda, cuda:N or auto (default: cuda if present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
     add_outputs(parser)

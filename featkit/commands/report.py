@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featkit.commands.common import split_list
+from featkit.commands.common import (
+    non_negative_float,
+    positive_int,
+    split_list,
+    unit_interval,
+)
 
 NAME = "report"
 HELP = "collect result JSONs into results.csv, a Markdown report, rank statistics and figures"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"out": "dir"}
 DESCRIPTION = (
     "Read every result record under RESULTS_DIR (files written with --json by retrieval, probe, "
     "perturb, ...) and write to --out: results.csv (one row per record and metric, values as in "
@@ -46,20 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task of the robustness fit (default: the task with both datasets "
                         "that the task registry ranks first: linear_probe, else knn, else "
                         "retrieval)")
-    parser.add_argument("--alpha", type=float, default=0.05,
+    parser.add_argument("--alpha", type=unit_interval, default=0.05,
                         help="significance level of the Nemenyi test (default: 0.05)")
     parser.add_argument(
-        "--perturb-eps", type=float, default=None,
+        "--perturb-eps", type=non_negative_float, default=None,
         help="budget of the original-vs-perturbed table, in each sweep's units (relative "
         "sweeps: fraction of the feature norm); default: each sweep's largest",
     )
-    parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default: 150)")
+    parser.add_argument("--dpi", type=positive_int, default=150, help="PNG resolution (default: 150)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from featkit.errors import FeatkitError
     from featkit.reporting import report
 
     metrics = args.metrics if args.metrics in ("headline", "all") else split_list(args.metrics)
+    if not metrics:
+        raise FeatkitError(f"--metrics {args.metrics!r} names no metric; use headline, all or "
+                           "comma-separated metric names")
     rep = report(
         args.results,
         metrics=metrics,

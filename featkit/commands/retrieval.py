@@ -15,6 +15,8 @@ from featkit.commands.common import (
 
 NAME = "retrieval"
 HELP = "retrieval mAP, mAP@R, R-precision, P@1, R@k of cached features (leave-one-out or vs a gallery split)"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"json": "file"}
 DESCRIPTION = (
     "Rank the whole gallery for every query by cosine (or euclidean) similarity and score the "
     "ranking: mAP over the full ranking, mAP@R, R-precision, P@1 and R@1/5/10. With no "

@@ -23,7 +23,7 @@ from featkit.tasks.loading import (
     provenance,
 )
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_positive
+from featkit.tasks.settings import check_device, check_positive
 from probes.defaults import KNN_KS, KNN_TEMPERATURE
 
 INFO = register(TaskInfo(
@@ -45,6 +45,7 @@ class Settings:
     label_map: str | None = None
 
     def __post_init__(self) -> None:
+        check_device(INFO.name, self.device)
         if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
             raise FeatkitError(f"knn: --k must be positive integers, got {list(self.ks)}")
         check_positive(INFO.name, "--temperature", self.temperature)

@@ -23,7 +23,7 @@ from featkit.tasks.loading import (
     provenance,
 )
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_choice, check_grid, check_positive
+from featkit.tasks.settings import check_choice, check_device, check_grid, check_positive
 from probes.defaults import (
     LINEAR_MAX_ITER,
     LINEAR_NORMALIZATION,
@@ -61,6 +61,7 @@ class Settings:
     label_map: str | None = None
 
     def __post_init__(self) -> None:
+        check_device(INFO.name, self.device)
         check_choice(INFO.name, "--normalization", self.normalization, NORMALIZATIONS)
         check_grid(INFO.name, "--c-grid", self.c_grid)
         check_positive(INFO.name, "--tol", self.tol)

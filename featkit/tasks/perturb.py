@@ -20,7 +20,7 @@ from featkit.errors import FeatkitError
 from featkit.tasks import linear
 from featkit.tasks.loading import FeatureSource, check_same_classes
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_choice, check_positive
+from featkit.tasks.settings import check_choice, check_device, check_positive
 from probes.defaults import PGD_NORM, PGD_STEPS, PGD_TARGET
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Settings:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_device(INFO.name, self.device)
         check_choice(INFO.name, "--space", self.space, ("feature", "image"))
         check_choice(INFO.name, "--norm", self.norm, ("linf", "l2"))
         check_choice(INFO.name, "--target", self.target, ("none", "least-likely", "random"))

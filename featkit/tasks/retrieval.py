@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from featkit.errors import FeatkitError
 from featkit.tasks.loading import FeatureSource
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice
@@ -27,7 +28,13 @@ class Settings:
     max_memory: str | int = RETRIEVAL_MAX_MEMORY
 
     def __post_init__(self) -> None:
-        check_choice("retrieval", "--metric", self.metric, ("cosine", "euclidean"))
+        from probes._faiss import parse_memory
+
+        check_choice(INFO.name, "--metric", self.metric, ("cosine", "euclidean"))
+        try:
+            parse_memory(self.max_memory)
+        except FeatkitError as err:
+            raise FeatkitError(f"{INFO.name}: --max-memory: {err}") from None
 
     @property
     def leave_one_out(self) -> bool:

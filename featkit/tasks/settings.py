@@ -56,6 +56,18 @@ def check_positive(task: str, option: str, value: float, *, allow_zero: bool = F
         raise FeatkitError(f"{task}: {option} must be a {rule} finite number, got {value!r}")
 
 
+def check_device(task: str, device: str | None) -> None:
+    """``None``/``"auto"`` or a device torch has here (see :func:`featkit._device.resolve_device`)."""
+    if device is None:
+        return
+    from featkit._device import resolve_device
+
+    try:
+        resolve_device(device)
+    except FeatkitError as err:
+        raise FeatkitError(f"{task}: {err}") from None
+
+
 def check_grid(task: str, option: str, values: Iterable[float] | None) -> None:
     if values is None:
         return
