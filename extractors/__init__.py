@@ -10,17 +10,27 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
+from extractors.base import (
+    AdaptableExtractor,
+    Extractor,
+    ExtractorSpec,
+    Family,
+    OptionSpec,
+    Preprocessing,
+    TextEmbedder,
+)
 from featkit._device import resolve_device
 from featkit._imports import import_present
 
 __all__ = [
     "ALIASES",
+    "AdaptableExtractor",
     "Extractor",
     "ExtractorSpec",
     "Family",
     "OptionSpec",
     "Preprocessing",
+    "TextEmbedder",
     "adapter_models",
     "canonical_id",
     "check_options",
