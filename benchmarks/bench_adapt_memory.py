@@ -111,7 +111,7 @@ def main() -> None:
         model_dir, data_root, batch, chunk, checkpointing, repeats, threads = args.child
         child(model_dir, data_root, int(batch), int(chunk), checkpointing == "1", int(repeats), int(threads))
         return
-    from extractors.hf_tiny import build_tiny_llava
+    from extractors.tiny import build_tiny_llava
     from featkit.results import format_table
     from featkit.testing.datasets import make_cub
 

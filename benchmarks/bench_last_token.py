@@ -38,7 +38,7 @@ MODEL = {"image_size": 112, "patch_size": 14, "vision_hidden": 256, "vision_laye
 
 
 def build_model(root: Path) -> Path:
-    from extractors.hf_tiny import build_tiny_llava
+    from extractors.tiny import build_tiny_llava
 
     return build_tiny_llava(root / "small-llava", seed=0, **MODEL)
 

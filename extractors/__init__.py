@@ -130,12 +130,9 @@ def load_extractor(
 
     ``weights``: a local file or directory; ``adapter``: a peft adapter directory (families that
     declare ``accepts_adapter``); ``options``: the family's declared options (see
-    :func:`check_options`). An ``"adapter"`` entry in ``options`` is read as ``adapter`` (kept for
-    featkit/commands/perturb.py until it passes ``adapter=``).
+    :func:`check_options`).
     """
     spec = get_spec(model)
-    options = dict(options or {})
-    adapter = adapter or options.pop("adapter", None)
     adapter = str(adapter) if adapter else None
     parsed = check_options(spec, options, adapter=adapter)
     return families()[spec.family].load(

@@ -217,9 +217,8 @@ def _image_sweep(source: FeatureSource, dataset: str, test: FeatureSet, probe: L
     from probes.image_attack import image_eps_sweep
 
     device = resolve_device(settings.device)
-    options = {"adapter": str(source.adapter)} if source.adapter else {}
     extractor = extractors.load_extractor(source.model, weights=source.weights, device=device,
-                                          options=options)
+                                          adapter=source.adapter)
     cached = test.meta.get("weights")
     if cached and extractor.weights_identity != cached:
         raise FeatkitError(f"the loaded {source.model} has weights {extractor.weights_identity} "
