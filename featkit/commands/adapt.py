@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 
+from featkit.commands.common import device, non_negative_int, positive_int
+
 NAME = "adapt"
 HELP = "train a LoRA adapter that makes a VLM's last-token embeddings contrastive (InfoNCE)"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"out": "dir"}
 DESCRIPTION = (
     "Adapt a vision-language model into an embedding model (seed 001 / VLM2Vec): LoRA on the "
     "language model, InfoNCE over L2-normalised last-token embeddings of image queries and text "
@@ -40,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="prefix of every --pairs query (default: 'Represent the given image with the following question:'; '' for none)")
     data.add_argument("--skip-bad-rows", action="store_true", help="leave out bad --pairs rows (reported) instead of stopping")
     train = parser.add_argument_group("training")
-    train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default: {defaults.steps})")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"pairs per process and step (default: {defaults.batch_size})")
+    train.add_argument("--steps", type=positive_int, default=defaults.steps, help=f"optimizer steps (default: {defaults.steps})")
+    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help=f"pairs per process and step (default: {defaults.batch_size})")
     train.add_argument("--chunk-size", type=int, default=None, help="GradCache: embed this many pairs at a time (default: the whole batch at once)")
     train.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default: {defaults.lr:g})")
     train.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio, help=f"linear warm-up fraction of the steps (default: {defaults.warmup_ratio:g})")
@@ -57,15 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lora-targets", default=defaults.lora_targets,
                        help="'language_model' (default: the LM's attention and MLP projections), 'all-linear', 're:<regex>' or comma-separated module names")
     train.add_argument("--no-gradient-checkpointing", action="store_true", help="keep activations instead of recomputing them (faster, more memory)")
-    train.add_argument("--seed", type=int, default=defaults.seed, help="seed of LoRA init, batch order and dropout (default: 0)")
+    train.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="seed of LoRA init, batch order and dropout (default: 0)")
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--save-every", type=int, default=defaults.save_every, help=f"checkpoint every N steps (default: {defaults.save_every})")
     run_group.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint after the final adapter is written")
     run_group.add_argument("--overwrite", action="store_true", help="retrain even if --out holds a run (deletes its adapter, log and checkpoints)")
-    run_group.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default: auto; cuda = this process's GPU under torchrun)")
+    run_group.add_argument("--device", type=device, default="auto", help="auto|cpu|cuda[:N] (default: auto; cuda = this process's GPU under torchrun)")
     run_group.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on GPU, fp32 on CPU")
-    run_group.add_argument("--image-size", type=int, default=None, help="Qwen2-VL fixed square input size (default: the extractor's)")
-    run_group.add_argument("--num-workers", type=int, default=0, help="DataLoader workers preparing batches (default: 0)")
+    run_group.add_argument("--image-size", type=positive_int, default=None, help="Qwen2-VL fixed square input size (default: the extractor's)")
+    run_group.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers preparing batches (default: 0)")
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

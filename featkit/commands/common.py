@@ -115,6 +115,18 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def workers(text: str) -> int | str:
+    """argparse ``type``: ``auto`` or a non-negative number of worker processes."""
+    return text if text == "auto" else non_negative_int(text)
+
+
+def names(text: str) -> str:
+    """argparse ``type``: a comma-separated list that names at least one item (kept as text)."""
+    if not split_list(text):
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give comma-separated names")
+    return text
+
+
 def device(text: str) -> str:
     """argparse ``type``: a device featkit runs on (cpu, cuda, cuda:N, auto), checked now."""
     from featkit._device import resolve_device

@@ -7,8 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from featkit.commands.common import device, positive_int
+
 NAME = "embed-texts"
 HELP = "embed texts with a VLM (last-token embeddings) into a .npy file"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"out": "file"}
 DESCRIPTION = (
     "Embed texts with a vision-language model the way its images' last_token features are made "
     "(last non-padding token, L2-normalised), e.g. class-name prompts for zero-shot. Writes a "
@@ -25,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", default=None, help="prefix each text with this instruction")
     parser.add_argument("--weights", default=None, help="local weights directory (offline)")
     parser.add_argument("--adapter", default=None, help="peft adapter directory to apply")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: 32)")
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default: auto)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default: 32)")
+    parser.add_argument("--device", type=device, default="auto", help="auto|cpu|cuda[:N] (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="weights precision on GPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

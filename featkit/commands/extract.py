@@ -7,10 +7,19 @@ import os
 import sys
 import time
 
-from featkit.commands.common import add_cache_dir, split_list
+from featkit.commands.common import (
+    add_cache_dir,
+    device,
+    names,
+    positive_int,
+    split_list,
+    workers,
+)
 
 NAME = "extract"
 HELP = "extract features of a dataset's splits into the HDF5 cache (resumable)"
+#: Output options checked before the work starts (see ``commands.common.check_outputs``).
+OUTPUTS: dict[str, str] = {"cache_dir": "dir"}
 DESCRIPTION = (
     "Extract features of every image of the requested splits into the cache, one HDF5 file per "
     "(model, weights, preprocessing, dataset, split). A killed run resumes where it stopped."
@@ -21,17 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model id (family:name) or alias; see 'featkit list models'")
     parser.add_argument("--dataset", required=True, help="dataset name; see 'featkit list datasets'")
     parser.add_argument("--data-root", default=None, help="dataset root (default: $FEATKIT_DATA/<dataset> or ./data/<dataset>)")
-    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits (default: train,val,test)")
-    parser.add_argument("--features", default=None, help="comma-separated feature kinds (default: the model's defaults)")
+    parser.add_argument("--splits", type=names, default="train,val,test", help="comma-separated splits (default: train,val,test)")
+    parser.add_argument("--features", type=names, default=None, help="comma-separated feature kinds (default: the model's defaults)")
     parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
     parser.add_argument("--adapter", default=None, help="peft adapter directory to apply (models that take adapters: hf VLMs)")
     parser.add_argument("--instruction", default=None, help="instruction for last_token embeddings (VLMs; the option instruction)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option the model declares, e.g. image_size=224 (repeatable; 'featkit list models' shows each model's options)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default: auto)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    parser.add_argument("--device", type=device, default="auto", help="auto|cpu|cuda[:N] (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision on GPU (features are stored as float32)")
-    parser.add_argument("--num-workers", default="auto", help="image-decoding worker processes (default: auto)")
-    parser.add_argument("--shard-size", type=int, default=None, help="rows per resumable shard (default: 1024)")
+    parser.add_argument("--num-workers", type=workers, default="auto", help="image-decoding worker processes (default: auto)")
+    parser.add_argument("--shard-size", type=positive_int, default=None, help="rows per resumable shard (default: 1024)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (recorded in the file) instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="recompute even if the cache has these features")
     parser.add_argument("--distributed", action="store_true", help="split the work across the processes of a torchrun launch (automatic under torchrun)")
