@@ -30,7 +30,7 @@ _LAZY = {
     "embed_texts": "featkit.text",
     "report": "featkit.reporting",
 }
-_SUBMODULES = {"plots", "analysis", "reporting"}
+_SUBMODULES = {"plots", "analysis", "reporting", "results", "stats", "tasks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ DESCRIPTION = (
     "Adapt a vision-language model into an embedding model (seed 001 / VLM2Vec): LoRA on the "
     "language model, InfoNCE over L2-normalised last-token embeddings of image queries and text "
     "targets with in-batch negatives (temperature 0.02), AdamW at 2e-5 with a linear schedule and "
-    "3%% warm-up, bf16 on GPU. Pairs come from a featkit dataset (--task caption: image -> 'a photo "
+    "3% warm-up, bf16 on GPU. Pairs come from a featkit dataset (--task caption: image -> 'a photo "
     "of a <class>.'; --task vqa: image + question -> class name) or a JSONL file (--pairs). "
     "Writes a peft adapter directory with train_log.json and loss.png; pass it to "
     "'featkit extract --adapter DIR'. A killed run resumes from its last checkpoint when rerun. "

@@ -98,3 +98,11 @@ def test_a_bad_value_is_one_line(path, option, bad, digits_cache, tmp_path, caps
     assert len(lines) == 1 and lines[0].startswith("featkit: error:"), err
     assert "Traceback" not in err + out
     assert option in err or option.lstrip("-").replace("-", " ") in err, err
+
+
+def test_every_help_prints_as_written():
+    """Each subcommand's --help formats (no argparse % error) and shows no doubled '%%'."""
+    for path, parser in _walk(build_parser()):
+        text = parser.format_help()
+        assert "%%" not in text, " ".join(path)
+        assert parser.description or parser.format_usage(), " ".join(path)

@@ -60,3 +60,18 @@ def test_notebook_runs_from_a_fresh_kernel(digits_cache, tmp_path, monkeypatch):
     assert "random weights" in markdown  # the tiny model is flagged as untrained
     tables = "".join(o["data"].get("text/html", "") for o in outputs if "data" in o)
     assert "linear_top1" in tables and "retrieval_mAP" in tables
+
+
+def test_notebook_defaults_to_the_project_cache(monkeypatch):
+    """Run from notebooks/ (as Jupyter does), the default cache is the project's cache/, not an
+    untracked notebooks/cache/."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    monkeypatch.chdir(NOTEBOOK.parent)
+    monkeypatch.delenv("FEATKIT_CACHE", raising=False)
+    namespace: dict = {}
+    exec(nb.cells[0].source + "\n" + nb.cells[1].source, namespace)
+    assert namespace["CACHE_DIR"] == str(REPO / "cache")
+    monkeypatch.setenv("FEATKIT_CACHE", "/elsewhere")
+    namespace = {}
+    exec(nb.cells[0].source + "\n" + nb.cells[1].source, namespace)
+    assert namespace["CACHE_DIR"] is None  # featkit then reads $FEATKIT_CACHE itself
