@@ -23,7 +23,12 @@ from featkit.tasks.loading import (
     provenance,
 )
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_device, check_positive
+from featkit.tasks.settings import (
+    ClassifierSettings,
+    check_device,
+    check_positive,
+    check_positive_int,
+)
 from probes.defaults import KNN_KS, KNN_TEMPERATURE
 
 INFO = register(TaskInfo(
@@ -33,21 +38,20 @@ INFO = register(TaskInfo(
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ClassifierSettings):
     """``primary_k`` None: 20 if among ``ks``, else the largest k."""
 
     ks: tuple[int, ...] = KNN_KS
     primary_k: int | None = None
     temperature: float = KNN_TEMPERATURE
     train_only: bool = False
-    device: str | None = None
-    merge: bool = False
-    label_map: str | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
-        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
-            raise FeatkitError(f"knn: --k must be positive integers, got {list(self.ks)}")
+        if not self.ks:
+            raise FeatkitError("knn: --k names no k")
+        for k in self.ks:
+            check_positive_int(INFO.name, "--k", k)
         check_positive(INFO.name, "--temperature", self.temperature)
 
     @property
@@ -66,8 +70,7 @@ def _bank(settings: Settings, features, labels) -> tuple[np.ndarray, np.ndarray]
 
 def _record_settings(result, settings: Settings) -> dict[str, Any]:
     return {**result.settings(), "bank": "+".join(settings.bank_splits), "test_split": "test",
-            "label_map": settings.label_map, "merge": settings.merge,
-            "device": settings.device or "auto"}
+            **settings.label_space_fields()}
 
 
 def run(source: FeatureSource, datasets: Sequence[str], settings: Settings | None = None, *,

@@ -23,7 +23,14 @@ from featkit.tasks.loading import (
     provenance,
 )
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_choice, check_device, check_grid, check_positive
+from featkit.tasks.settings import (
+    ClassifierSettings,
+    check_choice,
+    check_device,
+    check_grid,
+    check_positive,
+    check_positive_int,
+)
 from probes.defaults import (
     LINEAR_MAX_ITER,
     LINEAR_NORMALIZATION,
@@ -44,7 +51,7 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ClassifierSettings):
     """The probe protocol (see :func:`probes.linear.fit_linear_probe`) and the label space.
 
     ``c_grid`` None: the default grid for the features' scale. ``seed`` is recorded; the fit
@@ -56,20 +63,13 @@ class Settings:
     tol: float = LINEAR_TOL
     max_iter: int = LINEAR_MAX_ITER
     seed: int = LINEAR_SEED
-    device: str | None = None
-    merge: bool = False
-    label_map: str | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
         check_choice(INFO.name, "--normalization", self.normalization, NORMALIZATIONS)
         check_grid(INFO.name, "--c-grid", self.c_grid)
         check_positive(INFO.name, "--tol", self.tol)
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            from featkit.errors import FeatkitError
-
-            raise FeatkitError(f"{INFO.name}: --max-iter must be a positive integer, "
-                               f"got {self.max_iter!r}")
+        check_positive_int(INFO.name, "--max-iter", self.max_iter)
 
     def probe_options(self, progress: bool) -> dict[str, Any]:
         """Keyword arguments of :func:`probes.linear.fit_linear_probe`."""
@@ -115,9 +115,7 @@ def _record_settings(result: LinearProbeResult, settings: Settings) -> dict[str,
     return {
         **result.settings(),
         "splits": {split: split for split in SPLITS},
-        "label_map": settings.label_map,
-        "merge": settings.merge,
-        "device": settings.device or "auto",
+        **settings.label_space_fields(),
     }
 
 

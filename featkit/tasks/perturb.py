@@ -20,7 +20,12 @@ from featkit.errors import FeatkitError
 from featkit.tasks import linear
 from featkit.tasks.loading import FeatureSource, check_same_classes
 from featkit.tasks.registry import TaskInfo, register
-from featkit.tasks.settings import check_choice, check_device, check_positive
+from featkit.tasks.settings import (
+    check_choice,
+    check_device,
+    check_positive,
+    check_positive_int,
+)
 from probes.defaults import PGD_NORM, PGD_STEPS, PGD_TARGET
 
 if TYPE_CHECKING:
@@ -81,8 +86,7 @@ class Settings:
                 check_positive(INFO.name, "--eps", value, allow_zero=True)
         if self.alpha is not None:
             check_positive(INFO.name, "--alpha", self.alpha)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise FeatkitError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        check_positive_int(INFO.name, "--batch-size", self.batch_size)
 
     def budgets(self) -> tuple[list[float], bool]:
         """The budgets and whether they are relative (defaults applied)."""

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 from featkit.errors import FeatkitError, closest
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """What every classification probe takes besides its own knobs: the device, and the label
+    space (``merge`` several datasets into one; a ``label_map`` file merging classes of one)."""
+
+    device: str | None = None
+    merge: bool = False
+    label_map: str | None = None
+
+    def label_space_fields(self) -> dict[str, Any]:
+        """The record's settings for these fields (``device`` None recorded as ``"auto"``)."""
+        return {"label_map": self.label_map, "merge": self.merge,
+                "device": self.device or "auto"}
 
 
 def settings_from(cls: type[T], values: Mapping[str, Any] | None = None, *, task: str) -> T:
@@ -66,6 +81,11 @@ def check_device(task: str, device: str | None) -> None:
         resolve_device(device)
     except FeatkitError as err:
         raise FeatkitError(f"{task}: {err}") from None
+
+
+def check_positive_int(task: str, option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FeatkitError(f"{task}: {option} must be a positive integer, got {value!r}")
 
 
 def check_grid(task: str, option: str, values: Iterable[float] | None) -> None:
