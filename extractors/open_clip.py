@@ -14,7 +14,9 @@ projection (SigLIP: ``aligned`` *is* ``visual``). Towers whose projection is fus
 pooling (ResNet attention pools) offer ``aligned`` only.
 
 Only the visual tower is built. Preprocessing is the tag's own even when the weights come from a
-local file (open_clip itself falls back to OpenAI defaults then).
+local file (open_clip itself falls back to OpenAI defaults then). The seed models' specs are
+declared in :mod:`extractors.open_clip_seeds`, so describing or listing them imports nothing
+heavy; any other pair is described from a meta-device tower when asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from extractors import add_alias, register
+from extractors import add_alias, open_clip_seeds, register
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
 from extractors.single_thread import SingleThreadTransform
 
@@ -289,15 +291,24 @@ def load_visual_weights(visual: Any, path: str | Path) -> None:
         )
 
 
+def _pretrained_locations(name: str, tag: str) -> Mapping[str, Any]:
+    """The ``file``/``hf_hub``/``url`` of open_clip's pretrained config for ``name``/``tag``
+    (declared for the seeds, so their weights are looked up without importing open_clip)."""
+    declared = open_clip_seeds.PRETRAINED.get((name, tag))
+    if declared is not None:
+        return declared
+    import open_clip
+
+    return open_clip.get_pretrained_cfg(name, tag)
+
+
 def _tag_source(name: str, tag: str):
     """Where open_clip would download ``name``/``tag`` from (hub preferred, like open_clip)."""
     import os
 
-    import open_clip
-
     from extractors.pretrained import HubFile, LocalFile, UrlFile, WeightsSource
 
-    cfg = open_clip.get_pretrained_cfg(name, tag)
+    cfg = _pretrained_locations(name, tag)
     candidates: list[HubFile | UrlFile | LocalFile] = []
     if cfg.get("file"):  # open_clip uses such a file as is
         candidates.append(LocalFile(Path(cfg["file"])))
@@ -515,6 +526,12 @@ def _describe(name: str, tag: str | None) -> ExtractorSpec:
     )
 
 
+#: (model name, cleaned tag) -> declared seed spec, matched the way :func:`_describe` matches tags
+_SEEDS_BY_PAIR: dict[tuple[str, str], ExtractorSpec] = {
+    (spec.config["model_name"], _clean_tag(spec.config["tag"])): spec for spec in open_clip_seeds.SPECS
+}
+
+
 @register
 class OpenClipFamily(Family):
     """``open_clip:NAME:TAG`` (a pair from ``open_clip.list_pretrained()``) or ``open_clip:NAME``
@@ -523,11 +540,13 @@ class OpenClipFamily(Family):
     name = FAMILY
 
     def specs(self) -> list[ExtractorSpec]:
-        return [_describe(name, tag) for name, tag in SEED_MODELS.values()]
+        return list(open_clip_seeds.SPECS)
 
     def resolve(self, name: str) -> ExtractorSpec:
         model_name, _, tag = name.partition(":")
-        return _describe(model_name.replace("/", "-"), tag or None)
+        model_name = model_name.replace("/", "-")
+        declared = _SEEDS_BY_PAIR.get((model_name, _clean_tag(tag))) if tag else None
+        return declared or _describe(model_name, tag or None)
 
     def weights_available(self, spec: ExtractorSpec) -> bool:
         tag = spec.config.get("tag")

@@ -11,18 +11,21 @@ Preprocessing is the pretrained tag's data config (``resolve_data_config`` +
 ``create_transform``). Weights load through timm's own ``pretrained=True`` path (with the
 model's checkpoint filter), from ``--weights``, the local caches, or a download when reachable.
 The option ``image_size`` runs a ViT at another resolution (position embeddings resampled by
-timm), e.g. DINOv2 at 224 px instead of the tag's 518.
+timm), e.g. DINOv2 at 224 px instead of the tag's 518. The seed models' specs are declared in
+:mod:`extractors.timm_seeds`, so describing or listing them imports neither timm nor torch; any
+other name is described from a meta-device model when asked for.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from extractors import add_alias, register
+from extractors import add_alias, register, timm_seeds
 from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.single_thread import SingleThreadTransform
 
@@ -161,10 +164,25 @@ class TimmExtractor(Extractor):
 # -- names, weights and the family ----------------------------------------------------------------
 
 
-def _tag_source(name: str, cfg: Mapping[str, Any]):
-    """Where timm would fetch ``name``'s weights from (hub preferred, like timm)."""
+def hub_dir_from_environment() -> str:
+    """``torch.hub.get_dir()``'s default, from the environment alone: ``$TORCH_HOME/hub``,
+    ``$TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch`` and that to ``~/.cache/torch``."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def _torch_hub_dir() -> str:
+    """torch's hub directory without importing torch: torch's own answer once it is loaded
+    (``torch.hub.set_dir`` may have moved it), else the same rule from the environment."""
+    if "torch" not in sys.modules:
+        return hub_dir_from_environment()
     import torch.hub
 
+    return torch.hub.get_dir()
+
+
+def _tag_source(name: str, cfg: Mapping[str, Any]):
+    """Where timm would fetch ``name``'s weights from (hub preferred, like timm)."""
     from extractors.pretrained import HubFile, UrlFile, WeightsSource
 
     candidates: list[HubFile | UrlFile] = []
@@ -183,7 +201,7 @@ def _tag_source(name: str, cfg: Mapping[str, Any]):
     if isinstance(url, (list, tuple)):
         url = url[0] if url else None
     if url:
-        candidates.append(UrlFile(url, os.path.join(torch.hub.get_dir(), "checkpoints")))
+        candidates.append(UrlFile(url, os.path.join(_torch_hub_dir(), "checkpoints")))
     how_to = (
         f"pass --weights PATH (the checkpoint file, or a folder holding model.safetensors or "
         f"pytorch_model.bin), or fill the cache online once with "
@@ -264,6 +282,10 @@ def image_size_option(options: Mapping[str, Any] | None) -> int | None:
     return size
 
 
+#: full timm name (``arch.tag``) -> declared seed spec
+_SEEDS_BY_NAME: dict[str, ExtractorSpec] = {spec.config["model_name"]: spec for spec in timm_seeds.SPECS}
+
+
 @register
 class TimmFamily(Family):
     """``timm:NAME``: any timm model (``arch`` uses timm's default tag)."""
@@ -272,10 +294,10 @@ class TimmFamily(Family):
     options = (IMAGE_SIZE,)
 
     def specs(self) -> list[ExtractorSpec]:
-        return [_describe(name) for name in SEED_MODELS.values()]
+        return list(timm_seeds.SPECS)
 
     def resolve(self, name: str) -> ExtractorSpec:
-        return _describe(name)
+        return _SEEDS_BY_NAME.get(name) or _describe(name)
 
     def weights_available(self, spec: ExtractorSpec) -> bool:
         if not spec.config.get("has_weights"):
