@@ -7,11 +7,12 @@ Readers list their samples cheaply (file paths, or in-memory arrays) and decode 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from featkit.datasets.images import DEFAULT_MAX_PIXELS, decode_image
 from featkit.errors import MissingDataError, UnknownNameError
 from probes.splits import VAL_FRACTION, VAL_SEED, stratified_split
 
@@ -25,11 +26,16 @@ class DatasetFormatError(MissingDataError):
 @dataclass(frozen=True)
 class Sample:
     """One image: a stable id (usually its path relative to the root), its label and a locator
-    (a file path, or an index into an in-memory source) that :meth:`ImageDataset.load_image` reads."""
+    (a file path, or an index into an in-memory source) that :meth:`ImageDataset.load_image` reads.
+
+    ``attributes``: what else the reader knows about the image, by name (a manifest's extra
+    columns, e.g. ``{"fgd": "red", "env": "indoor"}``); empty by default. It takes no part in
+    comparisons, hashing or cache keys (those use ids and labels only)."""
 
     sample_id: str
     label: int
     locator: Any
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ImageDataset:
@@ -42,6 +48,8 @@ class ImageDataset:
 
     name: str = ""
     homepage: str = ""
+    #: the pixel limit :meth:`load_image` enforces (0 = none); extraction sets it from --max-pixels
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser()
@@ -53,12 +61,9 @@ class ImageDataset:
         raise NotImplementedError
 
     def load_image(self, sample: Sample):
-        """Decode one image (PIL, fully loaded so truncated files fail here)."""
-        from PIL import Image
-
-        with Image.open(sample.locator) as image:
-            image.load()
-            return image.copy() if image.mode in ("RGB", "L") else image.convert("RGB")
+        """Decode one image through the one decode path (:mod:`featkit.datasets.images`): by
+        content, within :attr:`max_pixels`, fully loaded (truncated files fail here), in RGB."""
+        return decode_image(sample.locator, max_pixels=self.max_pixels)
 
     # -- provided -----------------------------------------------------------------------------
     @property
@@ -104,6 +109,7 @@ class ImageDataset:
     def _all_splits(self) -> dict[str, list[Sample]]:
         if self._splits is None:
             official = self._official_splits()
+            check_disjoint(self.name, official)
             if "val" not in official:
                 train, val = carve_val(official["train"])
                 official = {"train": train, "val": val, **{k: v for k, v in official.items() if k != "train"}}
@@ -119,6 +125,48 @@ class ImageDataset:
                 hint = how or (f"download it from {self.homepage} and pass --data-root DIR" if self.homepage else "pass --data-root DIR")
                 raise MissingDataError(
                     f"{self.name}: no data under {self.root} (expected {full}); {hint}"
+                )
+
+
+def read_utf8(path: Path) -> str:
+    """The text of an annotation file, decoded as UTF-8 whatever the locale (a leading byte-order
+    mark is dropped); a byte that is not UTF-8 is a one-line :class:`DatasetFormatError` naming
+    the file, line and column instead of a ``UnicodeDecodeError``."""
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - data.rfind(b"\n", 0, err.start)
+        raise DatasetFormatError(
+            f"{path}:{line}: byte 0x{data[err.start]:02x} (column {column}) is not UTF-8; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def check_disjoint(dataset: str, splits: dict[str, list[Sample]]) -> None:
+    """Fail with one line when one image is listed twice: in two official splits (evaluation
+    images leaking into training or model selection) or twice in one split. Images are compared
+    by their normalised file path (by sample id for in-memory images); no official layout
+    featkit reads lists an image twice."""
+    seen: dict[str, str] = {}
+    for split, samples in splits.items():
+        for sample in samples:
+            locator = sample.locator
+            where = (os.path.normpath(locator) if isinstance(locator, (str, os.PathLike))
+                     else sample.sample_id)
+            first = seen.get(where)
+            if first is None:
+                seen[where] = split
+            elif first == split:
+                raise DatasetFormatError(
+                    f"{dataset}: {where} is listed twice in the {split} split; remove one of them"
+                )
+            else:
+                raise DatasetFormatError(
+                    f"{dataset}: {where} is in both the {first} and the {split} split (the same "
+                    "image in two splits leaks one into the other); remove it from one of them"
                 )
 
 

@@ -8,20 +8,29 @@ from pathlib import Path
 import numpy as np
 
 from featkit.datasets import register_dataset
-from featkit.datasets.base import DatasetFormatError, ImageDataset, Sample
+from featkit.datasets.base import DatasetFormatError, ImageDataset, Sample, read_utf8
 from featkit.errors import MissingDataError
 
 
 def _read_id_table(path: Path) -> list[tuple[str, str, int]]:
-    """``<id> <value>`` lines as ``(id, value, line number)``; blank lines are skipped."""
+    """``<id> <value>`` lines as ``(id, value, line number)``; blank lines are skipped. The file
+    must be UTF-8 and name each id once: a repeated id (even with the same value) would
+    otherwise let its last line win silently."""
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
         key, _, value = line.partition(" ")
         if not value.strip():
             raise DatasetFormatError(f"{path}:{lineno}: expected '<id> <value>', got {line!r}")
+        if key in first_line:
+            raise DatasetFormatError(
+                f"{path}:{lineno}: id {key} appears twice (first on line {first_line[key]}); "
+                "each id must have exactly one line"
+            )
+        first_line[key] = lineno
         rows.append((key, value.strip(), lineno))
     return rows
 
@@ -69,7 +78,13 @@ class CubDataset(ImageDataset):
         labels = {key: (value, lineno) for key, value, lineno in _read_id_table(folder / "image_class_labels.txt")}
         is_train = {key: (value, lineno) for key, value, lineno in _read_id_table(folder / "train_test_split.txt")}
         splits: dict[str, list[Sample]] = {"train": [], "test": []}
+        listed_on: dict[str, int] = {}
         for image_id, relpath, lineno in _read_id_table(folder / "images.txt"):
+            if listed_on.setdefault(relpath, lineno) != lineno:
+                raise DatasetFormatError(
+                    f"{folder / 'images.txt'}:{lineno}: {relpath} is listed twice (first on line "
+                    f"{listed_on[relpath]}); each image must have exactly one id"
+                )
             if image_id not in labels:
                 raise DatasetFormatError(
                     f"{folder / 'images.txt'}:{lineno}: image id {image_id} has no line in "

@@ -1,10 +1,14 @@
 """Datasets torchvision already reads (Stanford Cars, FGVC-Aircraft, Flowers-102, Food-101,
 CIFAR-100): thin wrappers over torchvision's own classes built with ``download=False``.
 
-torchvision lists the samples and decodes the images (:meth:`TorchvisionDataset.load_image`
-calls the torchvision object's ``__getitem__``); these wrappers only name the splits, give each
-sample a stable id (its path relative to the dataset folder, or ``train/00000`` for CIFAR) and
-turn torchvision's "Dataset not found" into a one-line :class:`~featkit.errors.MissingDataError`.
+torchvision lists the samples; these wrappers name the splits, give each sample a stable id
+(its path relative to the dataset folder, or ``train/00000`` for CIFAR), check that the text
+files torchvision will read are UTF-8, and turn torchvision's "Dataset not found" into a one-line
+:class:`~featkit.errors.MissingDataError`. Images are decoded by featkit's one decode path
+(:mod:`featkit.datasets.images`) from their files, not by torchvision's loader (whose
+``convert("RGB")`` clips 16-bit images and drops transparency onto arbitrary colours); for the
+RGB images of the official releases the pixels are the same. CIFAR's in-memory images come from
+torchvision's object and pass through the same RGB rules.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from featkit.datasets import register_dataset
-from featkit.datasets.base import DatasetFormatError, ImageDataset, Sample
+from featkit.datasets.base import DatasetFormatError, ImageDataset, Sample, read_utf8
+from featkit.datasets.images import to_rgb
 from featkit.errors import MissingDataError
 
 
@@ -29,6 +34,8 @@ class TorchvisionDataset(ImageDataset):
     FOLDER: str = ""
     #: files/folders under ``FOLDER`` in the order torchvision needs them (first missing one is reported)
     EXPECTED: tuple[str, ...] = ()
+    #: text files under ``FOLDER`` that torchvision reads; checked to be UTF-8 before it does
+    TEXT_FILES: tuple[str, ...] = ()
     #: our official split name -> torchvision's split argument
     TV_SPLITS: dict[str, str] = {}
     #: torchvision class name, for the "how to obtain" hint
@@ -87,6 +94,9 @@ class TorchvisionDataset(ImageDataset):
                     f"{self.name}: no data under {self.root} (expected {folder / relpath})"
                     f"{misplaced}; {self.obtain_hint()}"
                 )
+        for relpath in self.TEXT_FILES:
+            if (folder / relpath).exists():
+                read_utf8(folder / relpath)  # a stray byte is one line naming file and line
 
     def _get_tv(self, tv_split: str):
         if tv_split not in self._tv:
@@ -122,16 +132,14 @@ class TorchvisionDataset(ImageDataset):
                     f"the train split ({len(classes)} vs {len(self.class_names)})"
                 )
             splits[split] = [
-                Sample(sample_id, int(label), (tv_split, index))
+                Sample(sample_id, int(label), self._locator(tv_split, index, sample_id))
                 for index, (sample_id, label) in enumerate(self._entries(tv_dataset))
             ]
         return splits
 
-    def load_image(self, sample: Sample):
-        """Decode through torchvision (its loader gives an RGB PIL image)."""
-        tv_split, index = sample.locator
-        image, _ = self._get_tv(tv_split)[index]
-        return image
+    def _locator(self, tv_split: str, index: int, sample_id: str) -> Any:
+        """Where :meth:`load_image` reads a sample: its file (ids are paths under ``FOLDER``)."""
+        return str(self.folder() / sample_id)
 
     def image_path(self, sample: Sample) -> str:
         return str(self.folder() / sample.sample_id)
@@ -187,6 +195,12 @@ class AircraftDataset(TorchvisionDataset):
         "data/images_variant_test.txt",
         "data/images",
     )
+    TEXT_FILES = (
+        "data/variants.txt",
+        "data/images_variant_train.txt",
+        "data/images_variant_val.txt",
+        "data/images_variant_test.txt",
+    )
     TV_SPLITS = {"train": "train", "val": "val", "test": "test"}
     TV_CLASS = "FGVCAircraft"
 
@@ -236,6 +250,7 @@ class FoodDataset(TorchvisionDataset):
     homepage = "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/"
     FOLDER = "food-101"
     EXPECTED = ("meta/train.json", "meta/test.json", "images")
+    TEXT_FILES = ("meta/train.json", "meta/test.json")
     TV_SPLITS = {"train": "train", "test": "test"}
     TV_CLASS = "Food101"
 
@@ -272,6 +287,15 @@ class Cifar100Dataset(TorchvisionDataset):
     def _entries(self, tv_dataset) -> list[tuple[str, int]]:
         prefix = "train" if tv_dataset.train else "test"
         return [(f"{prefix}/{index:05d}", label) for index, label in enumerate(tv_dataset.targets)]
+
+    def _locator(self, tv_split: str, index: int, sample_id: str) -> Any:
+        return (tv_split, index)
+
+    def load_image(self, sample: Sample):
+        """The image from torchvision's in-memory arrays, through the RGB rules."""
+        tv_split, index = sample.locator
+        image, _ = self._get_tv(tv_split)[index]
+        return to_rgb(image)
 
     def image_path(self, sample: Sample) -> str:
         return f"{self.folder() / sample.locator[0]} #{sample.locator[1]}"
