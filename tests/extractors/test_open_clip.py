@@ -353,7 +353,7 @@ def test_missing_weights_one_line_before_building(registered, monkeypatch, image
 
     models = (f"open_clip:{TEST_NAME}:tiny", "eva02-clip-l")
     for model in (*models, f"open_clip:{TEST_NAME}"):
-        get_spec(model)  # specs come from a meta-device tower; loading must stop before any build
+        get_spec(model)  # specs come from the seed table or a meta-device tower; loading must stop before any build
     monkeypatch.setattr(oc, "build_visual", no_build)
     for model in models:
         with pytest.raises(MissingWeightsError) as info:
