@@ -17,7 +17,8 @@ step, so a run resumed from a checkpoint (adapter, optimizer, scheduler, step, l
 exactly where it stopped, with any number of processes holding the same global batch.
 
 Outputs in ``out/``: the peft adapter (``adapter_config.json``, ``adapter_model.safetensors``),
-``train_log.json`` (settings and per-step loss, accuracy, lr, gradient norm) and ``loss.png``;
+``train_log.json`` (settings and per-step loss, accuracy, lr, gradient norm) and ``loss.png``
+(:mod:`featkit.adapt.checkpoints` writes them);
 ``out/checkpoints/step-NNNNNN/`` while training (removed at the end unless kept).
 """
 
@@ -41,18 +42,25 @@ import numpy as np
 import torch
 
 from extractors.base import AdaptableExtractor
+from featkit.adapt.checkpoints import (
+    CHECKPOINTS,
+    LOG_NAME,
+    PLOT_NAME,
+    checkpoint_run,
+    finished_run,
+    latest_checkpoint,
+    load_checkpoint,
+    plot_log,
+    run_mismatch,
+    save_checkpoint,
+    write_log,
+)
 from featkit.adapt.config import LANGUAGE_MODEL, AdaptConfig
 from featkit.adapt.data import PairSet
 from featkit.adapt.gradcache import cached_backward
 from featkit.adapt.loss import DEFAULT_TEMPERATURE, LossOutput, info_nce
 from featkit.errors import FeatkitError
 
-LOG_NAME = "train_log.json"
-PLOT_NAME = "loss.png"
-CHECKPOINTS = "checkpoints"
-STATE_NAME = "trainer_state.pt"
-COMPLETE_MARK = "COMPLETE"
-#: files a finished run writes into ``out/`` (``--overwrite`` removes exactly these)
 OUTPUT_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", LOG_NAME, PLOT_NAME)
 
 
@@ -316,95 +324,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint32)[0])
 
 
-# -- checkpoints --------------------------------------------------------------------------------
-
-
-def _checkpoint_dir(out: Path, step: int) -> Path:
-    return out / CHECKPOINTS / f"step-{step:06d}"
-
-
-def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint under ``out/checkpoints`` (incomplete ones are ignored)."""
-    folder = Path(out) / CHECKPOINTS
-    complete = sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / COMPLETE_MARK).is_file()) if folder.is_dir() else []
-    return complete[-1] if complete else None
-
-
-def _save_checkpoint(out: Path, step: int, peft_model, optimizer, scheduler, log: list, run: dict) -> Path:
-    """Write ``checkpoints/step-N`` atomically (a temporary folder renamed when complete), then
-    drop older checkpoints."""
-    final = _checkpoint_dir(out, step)
-    staging = final.with_name(final.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    peft_model.save_pretrained(str(staging), save_embedding_layers=False)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "log": log, "run": run}, staging / STATE_NAME)
-    (staging / COMPLETE_MARK).write_text(str(step))
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
-    for other in (out / CHECKPOINTS).glob("step-*"):
-        if other != final:
-            shutil.rmtree(other, ignore_errors=True)
-    return final
-
-
-def _load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> tuple[int, list]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=True)
-    weights = load_file(str(path / "adapter_model.safetensors"))
-    result = set_peft_model_state_dict(peft_model, weights)
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise FeatkitError(f"checkpoint {path} does not fit this model ({len(unexpected)} unexpected keys)")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return int(state["step"]), list(state["log"])
-
-
-def _run_mismatch(saved: dict, current: dict) -> str | None:
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            return f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now"
-    return None
-
-
-# -- outputs ------------------------------------------------------------------------------------
-
-
-def write_log(path: Path, run: dict, log: list, *, finished: bool, extra: dict | None = None) -> None:
-    record = {"finished": finished, **run, **(extra or {}), "log": log}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def plot_log(log: list, path: Path, title: str) -> Path:
-    """Loss (and in-batch accuracy) per step, PNG via matplotlib's Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in log]
-    fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True)
-    ax_loss.plot(steps, [r["loss"] for r in log], lw=1.2)
-    ax_loss.set_ylabel("InfoNCE loss")
-    ax_loss.set_title(title, fontsize=9)
-    ax_loss.grid(alpha=0.3)
-    ax_acc.plot(steps, [r["accuracy"] for r in log], lw=1.2, color="tab:green")
-    ax_acc.set_ylabel("in-batch top-1")
-    ax_acc.set_xlabel("step")
-    ax_acc.set_ylim(-0.02, 1.02)
-    ax_acc.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # -- the loop -----------------------------------------------------------------------------------
 
 
@@ -483,7 +402,7 @@ def _adapt(extractor: AdaptableExtractor, pairs, out: Path, *, config: AdaptConf
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     distributed.barrier(ctx)
-    done = _finished_run(out, run)
+    done = finished_run(out, run)
     if done is not None:
         return _result(out, done, config, pairs, steps_run=0, resumed_from=None, already=True, extractor=None)
     if (out / "adapter_config.json").is_file() and not log_path.is_file():
@@ -502,14 +421,14 @@ def _adapt(extractor: AdaptableExtractor, pairs, out: Path, *, config: AdaptConf
     start, log, resumed_from = 0, [], None
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
-        saved = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=True)["run"]
-        mismatch = _run_mismatch(saved, run)
+        saved = checkpoint_run(checkpoint)
+        mismatch = run_mismatch(saved, run)
         if mismatch:
             raise FeatkitError(
                 f"{out} holds an unfinished run with other settings ({mismatch}); rerun with the same "
                 f"settings to resume, or pass --overwrite or another --out"
             )
-        start, log = _load_checkpoint(checkpoint, peft_model, optimizer, scheduler)
+        start, log = load_checkpoint(checkpoint, peft_model, optimizer, scheduler)
         resumed_from = start
 
     ddp = None
@@ -546,7 +465,7 @@ def _adapt(extractor: AdaptableExtractor, pairs, out: Path, *, config: AdaptConf
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.2f}")
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
             if rank == 0:
-                _save_checkpoint(out, step + 1, peft_model, optimizer, scheduler, log, run)
+                save_checkpoint(out, step + 1, peft_model, optimizer, scheduler, log, run)
                 write_log(log_path, run, log, finished=False)
             distributed.barrier(ctx)
     bar.close()
@@ -589,22 +508,6 @@ def _mean_over_ranks(ctx, values: list[float]) -> list[float]:
         tensor = tensor.cuda()
     dist.all_reduce(tensor)
     return (tensor.cpu() / ctx.world_size).tolist()
-
-
-def _finished_run(out: Path, run: dict) -> dict | None:
-    """The log of a finished run in ``out`` with the same settings; error if it differs."""
-    log_path = out / LOG_NAME
-    if not (log_path.is_file() and (out / "adapter_config.json").is_file()):
-        return None
-    record = json.loads(log_path.read_text())
-    if not record.get("finished"):
-        return None
-    mismatch = _run_mismatch({k: record.get(k) for k in run}, json.loads(json.dumps(run)))
-    if mismatch:
-        raise FeatkitError(
-            f"{out} holds an adapter trained with other settings ({mismatch}); pass --overwrite or another --out"
-        )
-    return record
 
 
 def _result(out: Path, record: dict, config: AdaptConfig, pairs: PairSet, *, steps_run: int,

@@ -21,6 +21,7 @@ pytest.importorskip("peft")
 
 from extractors import load_extractor  # noqa: E402
 from featkit.adapt import gradcache  # noqa: E402
+from featkit.adapt.checkpoints import latest_checkpoint  # noqa: E402
 from featkit.adapt.config import AdaptConfig  # noqa: E402
 from featkit.adapt.data import (  # noqa: E402
     CAPTION_QUERY,
@@ -35,7 +36,6 @@ from featkit.adapt.train import (  # noqa: E402
     adapt,
     batch_indices,
     compute_gradients,
-    latest_checkpoint,
     suggested_extract_command,
 )
 from featkit.datasets import Sample, open_dataset  # noqa: E402
