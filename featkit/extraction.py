@@ -39,6 +39,7 @@ from featkit.cache import (
     write_shard,
 )
 from featkit.datasets import ImageDataset, Sample, open_dataset
+from featkit.datasets.images import DEFAULT_MAX_PIXELS, to_rgb
 from featkit.errors import BadImageError, FeatkitError, UnknownNameError
 
 DEFAULT_SHARD_SIZE = 1024
@@ -63,7 +64,12 @@ class SplitSummary:
 
 
 class _DecodeSplit:
-    """Map-style dataset over one split: position -> (position, tensor or None, error)."""
+    """Map-style dataset over one split: position -> (position, tensor or None, error).
+
+    Every image reaches the model's transform in RGB (:func:`featkit.datasets.images.to_rgb`,
+    whatever the reader returned); an undecodable image, one over the pixel limit or one whose
+    mode has no RGB rule is a bad image, reported with its path.
+    """
 
     def __init__(self, dataset: ImageDataset, samples: Sequence[Sample], transform) -> None:
         self.dataset = dataset
@@ -75,11 +81,13 @@ class _DecodeSplit:
 
     def __getitem__(self, position: int):
         sample = self.samples[position]
+        from PIL import Image
+
         try:
-            image = self.dataset.load_image(sample)
-            return position, self.transform(image), None
-        except (OSError, SyntaxError, ValueError) as err:  # PIL's decode errors
+            image = to_rgb(self.dataset.load_image(sample))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             return position, None, f"{self.dataset.image_path(sample)}: {err}"
+        return position, self.transform(image), None
 
 
 def _collate(items):
@@ -176,6 +184,7 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: bool = True,
     options: Mapping[str, Any] | None = None,
@@ -186,16 +195,21 @@ def extract(
     Returns one :class:`SplitSummary` per split; cached splits are reported, not recomputed.
     ``options`` are the model family's declared options (checked before any data is read),
     ``adapter`` a peft adapter directory for the families that apply one. ``extractor`` may pass
-    an already-loaded adapter (its spec must be ``model``'s).
+    an already-loaded adapter (its spec must be ``model``'s). An image with more than
+    ``max_pixels`` pixels (0: no limit) is a bad image: it stops the run, or ``skip_bad`` leaves
+    it out like an undecodable one.
     """
     from extractors import check_options, get_spec, load_extractor
 
     if batch_size < 1 or shard_size < 1:
         raise FeatkitError("--batch-size and shard size must be positive")
+    if max_pixels < 0:
+        raise FeatkitError(f"--max-pixels must be >= 0 (0 = no limit), got {max_pixels}")
     spec = get_spec(model)
     if extractor is None:
         check_options(spec, options, adapter=adapter)  # a typo fails before the dataset is read
     ds = open_dataset(dataset, data_root)
+    ds.max_pixels = max_pixels
     split_samples = {split: ds.samples(split) for split in splits}  # fails early on missing data
     kinds = list(features) if features else list(spec.default_features)
     unknown = [k for k in kinds if k not in spec.kinds]

@@ -11,6 +11,7 @@ from featkit.commands.common import (
     add_cache_dir,
     device,
     names,
+    non_negative_int,
     positive_int,
     split_list,
     workers,
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=workers, default="auto", help="image-decoding worker processes (default: auto)")
     parser.add_argument("--shard-size", type=positive_int, default=None, help="rows per resumable shard (default: 1024)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (recorded in the file) instead of stopping")
+    parser.add_argument("--max-pixels", type=non_negative_int, default=None, help="images with more pixels are bad images (named; --skip-bad leaves them out); default 178956970, PIL's decompression-bomb limit; 0 = no limit")
     parser.add_argument("--overwrite", action="store_true", help="recompute even if the cache has these features")
     parser.add_argument("--distributed", action="store_true", help="split the work across the processes of a torchrun launch (automatic under torchrun)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -51,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from featkit.distributed import launched_by_torchrun
     from featkit.errors import FeatkitError
-    from featkit.extraction import DEFAULT_SHARD_SIZE, extract, iter_summaries_table
+    from featkit.extraction import (
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_SHARD_SIZE,
+        extract,
+        iter_summaries_table,
+    )
     from featkit.results import format_table
 
     if args.distributed and not launched_by_torchrun():
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
         skip_bad=args.skip_bad,
+        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
         progress=not args.no_progress,
         options=options,
