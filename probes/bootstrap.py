@@ -1,0 +1,213 @@
+"""Percentile bootstrap intervals over per-item scores, the paired bootstrap and McNemar's test.
+
+Every metric featkit reports with an interval is a mean of per-item scores: top-1 is the mean
+of 0/1 correctness over test items, mAP the mean of per-query average precision. An interval
+therefore resamples those scores (never the features: the metric is not recomputed), which
+costs one gather per resample.
+
+Resampling is defined as this loop, which :func:`resample_means` reproduces exactly with the
+same seed (it only draws the same numbers in blocks)::
+
+    rng = numpy.random.default_rng(seed)
+    for b in range(resamples):
+        idx = rng.integers(0, n, size=n)
+        stats[b] = values[idx].mean()
+
+With strata (the datasets of a merged run) each stratum is resampled on its own, from its own
+generator ``numpy.random.default_rng(s)`` for ``s`` in ``SeedSequence(seed).spawn(k)``, and the
+statistic is the mean over all items. Intervals are percentile intervals
+(``numpy.percentile`` of the resampled statistics at ``(1 - level) / 2`` and ``(1 + level) / 2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from featkit.errors import FeatkitError
+
+#: Default number of bootstrap resamples and confidence level.
+RESAMPLES = 1000
+LEVEL = 0.95
+
+#: Index draws held in memory at once (8M int64 = 64 MB).
+_BLOCK_DRAWS = 1 << 23
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A percentile bootstrap interval of a mean of per-item scores.
+
+    ``estimate`` is the mean of the scores (the metric itself), ``low``/``high`` the interval
+    at ``level``; ``n`` items were resampled ``resamples`` times from ``seed``."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+    seed: int
+    n: int
+
+    def row(self) -> dict[str, float | int]:
+        """The JSON entry of a record's ``ci``: estimate, low, high and n."""
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "n": self.n}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Paired bootstrap of the difference ``mean(a) - mean(b)`` over the same items.
+
+    ``pvalue``: two-sided, ``(1 + #{|d* - d| >= |d|}) / (resamples + 1)`` (the resampled
+    differences centred on the observed one stand for the null distribution)."""
+
+    mean_a: float
+    mean_b: float
+    difference: float
+    low: float
+    high: float
+    pvalue: float
+    level: float
+    resamples: int
+    seed: int
+    n: int
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """McNemar's test on paired 0/1 scores: ``only_a`` items right only under A, ``only_b``
+    right only under B; ``exact`` the two-sided binomial test (statsmodels' default), else
+    the chi-square statistic with continuity correction."""
+
+    only_a: int
+    only_b: int
+    statistic: float
+    pvalue: float
+    exact: bool
+
+
+def check_level(level: float) -> None:
+    """A confidence level strictly between 0 and 1, or a one-line error."""
+    if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
+        raise FeatkitError(f"the confidence level must lie strictly between 0 and 1, got {level!r}")
+
+
+def check_resamples(resamples: int) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise FeatkitError(f"the number of bootstrap resamples must be a positive integer, "
+                           f"got {resamples!r}")
+
+
+def _scores(values: np.ndarray, name: str = "scores") -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise FeatkitError(f"{name} must be one score per item (1-D), got shape {array.shape}")
+    if array.size == 0:
+        raise FeatkitError(f"{name}: no items to resample")
+    if array.dtype == bool:
+        return array.view(np.uint8)
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        raise FeatkitError(f"{name} hold NaN or infinite values; drop the unscored items first")
+    return array
+
+
+def _draw_means(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Sums of ``resamples`` resamples of ``values`` (n draws each) from ``rng``, in the order
+    of the defining loop."""
+    n = values.shape[0]
+    sums = np.empty(resamples, dtype=np.float64)
+    rows = max(1, _BLOCK_DRAWS // n)
+    for start in range(0, resamples, rows):
+        stop = min(resamples, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        sums[start:stop] = np.take(values, idx).sum(axis=1, dtype=np.float64)
+    return sums
+
+
+def resample_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = 0, *,
+                   strata: Sequence[int] | None = None) -> np.ndarray:
+    """The mean of each of ``resamples`` bootstrap resamples of per-item ``values`` (see the
+    module docstring for the exact procedure). ``strata``: sizes of consecutive item blocks
+    (datasets of a merged run) resampled separately; the mean is over all items."""
+    check_resamples(resamples)
+    array = _scores(values)
+    n = array.shape[0]
+    if strata is None or len(strata) <= 1:
+        return _draw_means(array, resamples, np.random.default_rng(seed)) / n
+    sizes = [int(s) for s in strata]
+    if sum(sizes) != n or min(sizes) < 1:
+        raise FeatkitError(f"strata sizes {sizes} must be positive and add up to {n} items")
+    total = np.zeros(resamples, dtype=np.float64)
+    offsets = np.cumsum([0, *sizes])
+    for child, lo, hi in zip(np.random.SeedSequence(seed).spawn(len(sizes)), offsets[:-1],
+                             offsets[1:]):
+        total += _draw_means(array[lo:hi], resamples, np.random.default_rng(child))
+    return total / n
+
+
+def percentile_interval(stats: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles."""
+    check_level(level)
+    low, high = np.percentile(stats, [50.0 * (1.0 - level), 50.0 * (1.0 + level)])
+    return float(low), float(high)
+
+
+def bootstrap_mean(values: np.ndarray, *, level: float = LEVEL, resamples: int = RESAMPLES,
+                   seed: int = 0, strata: Sequence[int] | None = None) -> BootstrapInterval:
+    """The percentile bootstrap interval of the mean of per-item ``values`` (0/1 correctness,
+    per-query AP, ...)."""
+    check_level(level)
+    array = _scores(values)
+    stats = resample_means(array, resamples, seed, strata=strata)
+    low, high = percentile_interval(stats, level)
+    return BootstrapInterval(float(array.mean(dtype=np.float64)), low, high, float(level),
+                             int(resamples), int(seed), int(array.shape[0]))
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, level: float = LEVEL,
+                     resamples: int = RESAMPLES, seed: int = 0) -> PairedComparison:
+    """Interval and two-sided p-value of ``mean(a) - mean(b)`` for two systems scored on the
+    same items (item i of ``a`` and of ``b`` is the same image or query): every resample draws
+    the same items for both."""
+    check_level(level)
+    x, y = _scores(a, "scores of A"), _scores(b, "scores of B")
+    if x.shape != y.shape:
+        raise FeatkitError(f"paired scores need the same items: {x.shape[0]} vs {y.shape[0]}")
+    diff = x.astype(np.float64) - y.astype(np.float64)
+    observed = float(diff.mean())
+    stats = resample_means(diff, resamples, seed)
+    low, high = percentile_interval(stats, level)
+    extreme = int(np.count_nonzero(np.abs(stats - observed) >= abs(observed) - 1e-15))
+    pvalue = min(1.0, (1 + extreme) / (resamples + 1))
+    return PairedComparison(float(x.mean(dtype=np.float64)), float(y.mean(dtype=np.float64)),
+                            observed, low, high, pvalue, float(level), int(resamples), int(seed),
+                            int(x.shape[0]))
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray, *, exact: bool = True
+            ) -> McNemarResult:
+    """McNemar's test of two classifiers' 0/1 correctness on the same items. ``exact``: the
+    two-sided binomial test on the discordant pairs, ``min(1, 2 * Binom(n, 1/2).cdf(min(b, c)))``;
+    else ``(|b - c| - 1)^2 / (b + c)`` against chi-square with 1 degree of freedom."""
+    from scipy.stats import binom, chi2
+
+    x = np.asarray(a_correct).astype(bool)
+    y = np.asarray(b_correct).astype(bool)
+    if x.shape != y.shape or x.ndim != 1:
+        raise FeatkitError(f"McNemar needs 0/1 scores of the same items: shapes {x.shape}, "
+                           f"{y.shape}")
+    only_a = int(np.count_nonzero(x & ~y))
+    only_b = int(np.count_nonzero(~x & y))
+    discordant = only_a + only_b
+    if discordant == 0:
+        return McNemarResult(only_a, only_b, 0.0, 1.0, exact)
+    if exact:
+        statistic = float(min(only_a, only_b))
+        pvalue = min(1.0, 2.0 * float(binom.cdf(statistic, discordant, 0.5)))
+    else:
+        statistic = (abs(only_a - only_b) - 1.0) ** 2 / discordant
+        pvalue = float(chi2.sf(statistic, 1))
+    return McNemarResult(only_a, only_b, float(statistic), pvalue, exact)
