@@ -18,11 +18,13 @@ from featkit.errors import MissingDataError, UnknownNameError
 from featkit.testing.datasets import (
     MAKERS,
     class_array,
+    make_aircraft,
     make_cars,
     make_cifar100,
     make_cub,
     make_dogs,
     make_flowers,
+    make_food,
     make_imagefolder,
     make_manifest,
     torchvision_md5_bypassed,
@@ -335,7 +337,7 @@ def test_truncated_jpeg_fails_to_decode(tmp_path):
     assert ds.image_path(sample) == str(bad)
 
 
-def test_truncated_jpeg_through_torchvision_loader(tmp_path):
+def test_truncated_jpeg_in_a_torchvision_layout(tmp_path):
     g = make_cars(tmp_path)
     first = g.splits["train"][0][0]
     write_truncated_jpeg(tmp_path / "stanford_cars" / first, size=32)
@@ -343,6 +345,157 @@ def test_truncated_jpeg_through_torchvision_loader(tmp_path):
     sample = next(s for s in ds.samples("train") + ds.samples("val") if s.sample_id == first)
     with pytest.raises(OSError):
         ds.load_image(sample)
+
+
+def test_torchvision_layouts_decode_through_the_one_path(tmp_path):
+    """Files of torchvision's layouts are decoded by content through featkit's decode path: a
+    16-bit PNG saved under a .jpg name keeps its range (torchvision's loader clips it to white)."""
+    g = make_cars(tmp_path)
+    first = g.splits["test"][0][0]
+    grey16 = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "stanford_cars" / first, format="PNG")
+    ds = open_dataset("cars", tmp_path)
+    sample = next(s for s in ds.samples("test") if s.sample_id == first)
+    pixels = np.asarray(ds.load_image(sample))
+    assert pixels.shape == (32, 32, 3)
+    np.testing.assert_array_equal(pixels[..., 0], np.rint(grey16 * (255 / 65535)).astype(np.uint8))
+
+
+# -- integrity at read time: each problem is one line naming the file (and line) -----------------
+
+
+def _one_line(info: pytest.ExceptionInfo) -> str:
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _cub_files(tmp_path) -> Path:
+    make_cub(tmp_path, nested=False)
+    return tmp_path
+
+
+def _rewrite(path: Path, edit) -> list[str]:
+    lines = path.read_text().splitlines()
+    lines = edit(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+@pytest.mark.parametrize("conflicting", [True, False])
+def test_cub_duplicate_label_line_names_file_and_line(tmp_path, conflicting):
+    folder = _cub_files(tmp_path)
+    # image 1 relabelled by a second line: today the last line wins silently
+    lines = _rewrite(folder / "image_class_labels.txt",
+                     lambda lines: [*lines, "1 3" if conflicting else lines[0]])
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("cub", folder).samples("train")
+    assert f"image_class_labels.txt:{len(lines)}: id 1 appears twice (first on line 1)" in _one_line(info)
+
+
+def test_cub_duplicate_image_id_names_file_and_line(tmp_path):
+    folder = _cub_files(tmp_path)
+    _rewrite(folder / "images.txt", lambda lines: [lines[0], lines[1].replace("2 ", "1 ", 1), *lines[2:]])
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("cub", folder).samples("train")
+    assert "images.txt:2: id 1 appears twice (first on line 1)" in _one_line(info)
+
+
+def test_cub_same_image_under_two_ids(tmp_path):
+    folder = _cub_files(tmp_path)
+    lines = (folder / "images.txt").read_text().splitlines()
+    relpath = lines[0].split(" ", 1)[1]
+    _rewrite(folder / "images.txt", lambda lines: [lines[0], f"2 {relpath}", *lines[2:]])
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("cub", folder).samples("train")
+    assert f"images.txt:2: {relpath} is listed twice (first on line 1)" in _one_line(info)
+
+
+def test_cub_non_utf8_byte_names_file_and_line(tmp_path):
+    folder = _cub_files(tmp_path)
+    data = (folder / "images.txt").read_bytes().split(b"\n")
+    data[2] = data[2].replace(b"/", b"/\xff", 1)  # a Latin-1 byte, as a mis-encoded file has
+    (folder / "images.txt").write_bytes(b"\n".join(data))
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("cub", folder).samples("train")
+    message = _one_line(info)
+    assert f"{folder / 'images.txt'}:3: byte 0xff" in message and "not UTF-8" in message
+
+
+def test_cub_non_utf8_byte_is_one_cli_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = _cub_files(tmp_path)
+    (folder / "classes.txt").write_bytes(b"1 001.Black_footed_Albatross\n2 002.Laysan_Alb\xe9tross\n")
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "featkit", "extract", "--model", "pixels:8", "--dataset", "cub",
+         "--data-root", str(folder), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("featkit: error:")]
+    assert len(errors) == 1 and "classes.txt:2: byte 0xe9" in errors[0]
+
+
+def test_cub_byte_order_mark_is_accepted(tmp_path):
+    folder = _cub_files(tmp_path)
+    expected = pairs(open_dataset("cub", folder).samples("test"))
+    (folder / "images.txt").write_bytes(b"\xef\xbb\xbf" + (folder / "images.txt").read_bytes())
+    assert pairs(open_dataset("cub", folder).samples("test")) == expected
+
+
+def test_dogs_image_in_train_and_test_is_leakage(tmp_path):
+    from scipy.io import loadmat, savemat
+
+    g = make_dogs(tmp_path)
+    leaked = g.splits["train"][1]
+    test_list = tmp_path / "lists" / "test_list.mat"
+    mat = loadmat(str(test_list))
+    files = [str(np.asarray(f).ravel()[0]) for f in mat["file_list"].ravel()] + [leaked[0]]
+    cell = np.empty((len(files), 1), dtype=object)
+    for i, name in enumerate(files):
+        cell[i, 0] = np.array([name])
+    labels = np.vstack([mat["labels"], [[leaked[1] + 1.0]]])
+    savemat(str(test_list), {"file_list": cell, "annotation_list": cell, "labels": labels})
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("dogs", tmp_path).samples("test")
+    message = _one_line(info)
+    assert str(tmp_path / "Images" / leaked[0]) in message
+    assert "in both the train and the test split" in message
+
+
+@pytest.mark.parametrize("split,where", [("test", "in both the train and the test split"),
+                                         ("train", "listed twice in the train split")])
+def test_aircraft_image_listed_twice(tmp_path, split, where):
+    g = make_aircraft(tmp_path)
+    data = tmp_path / "fgvc-aircraft-2013b" / "data"
+    first_train = (data / "images_variant_train.txt").read_text().splitlines()[0]
+    with (data / f"images_variant_{split}.txt").open("a") as handle:
+        handle.write(first_train + "\n")
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset("aircraft", tmp_path).samples("train")
+    message = _one_line(info)
+    assert message.startswith("aircraft: ") and where in message
+    assert str(tmp_path / "fgvc-aircraft-2013b" / g.splits["train"][0][0]) in message
+
+
+@pytest.mark.parametrize("maker,name,relpath,line", [
+    (make_aircraft, "aircraft", "fgvc-aircraft-2013b/data/images_variant_val.txt", 2),
+    (make_aircraft, "aircraft", "fgvc-aircraft-2013b/data/variants.txt", 1),
+    (make_food, "food", "food-101/meta/test.json", 1),
+])
+def test_torchvision_text_files_must_be_utf8(tmp_path, maker, name, relpath, line):
+    maker(tmp_path)
+    path = tmp_path / relpath
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = lines[line - 1][:3] + b"\xfe" + lines[line - 1][3:]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetFormatError) as info:
+        open_dataset(name, tmp_path).samples("train")
+    assert f"{path}:{line}: byte 0xfe" in _one_line(info)
 
 
 # -- digits and carve_val -----------------------------------------------------------------------
