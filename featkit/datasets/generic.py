@@ -54,6 +54,17 @@ class ImageFolderDataset(ImageDataset):
         return splits
 
 
+def _attribute_names(path: Path, lineno: int, header: list[str]) -> list[str]:
+    """The attribute names a manifest header gives after ``relpath,label``: non-empty, unique."""
+    names = [name.strip() for name in header[2:]]
+    for column, name in enumerate(names, start=3):
+        if not name:
+            raise DatasetFormatError(f"{path}:{lineno}: header column {column} has no name")
+        if names.count(name) > 1 or name.lower() in ("relpath", "label"):
+            raise DatasetFormatError(f"{path}:{lineno}: header column name '{name}' appears twice")
+    return names
+
+
 def _subdirs(path: Path) -> list[Path]:
     """Sorted sub-folders, skipping hidden ones (``.ipynb_checkpoints``, ``.DS_Store`` folders)."""
     return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
@@ -62,9 +73,11 @@ def _subdirs(path: Path) -> list[Path]:
 @register_dataset("manifest", "CSV manifests DIR/<split>.csv of relpath,label (+ DIR/classes.txt), FG-BMK's format")
 class ManifestDataset(ImageDataset):
     """``DIR/<split>.csv`` with ``relpath,label`` lines (relpaths relative to ``DIR``; labels are
-    integers or class names; an optional ``relpath,label`` header) and an optional
-    ``DIR/classes.txt``: either one class name per line (integer labels are 0-based positions), or
-    ``<id> <name>`` lines (integer labels are those ids, e.g. 1-based; labels become positions)."""
+    integers or class names; an optional ``relpath,label`` header, whose further columns name
+    per-image attributes such as ``fgd,bgd,env`` read into :attr:`Sample.attributes`) and an
+    optional ``DIR/classes.txt``: either one class name per line (integer labels are 0-based
+    positions), or ``<id> <name>`` lines (integer labels are those ids, e.g. 1-based; labels
+    become positions)."""
 
     HOW = "expected DIR/train.csv and DIR/test.csv with relpath,label lines; pass --data-root DIR"
 
@@ -91,8 +104,12 @@ class ManifestDataset(ImageDataset):
             seen.add(name)
         return [name for _, name in lines], ids
 
-    def _read_rows(self, path: Path) -> list[tuple[str, str, int]]:
+    def _read_rows(self, path: Path) -> list[tuple[str, str, int, dict[str, str]]]:
+        """``(relpath, label, line, attributes)`` per line. With a header, the columns after
+        ``relpath,label`` are attributes named by it (``relpath,label,fgd,bgd,env``); empty
+        cells are left out. Without a header extra columns are ignored."""
         rows = []
+        names: list[str] = []
         with path.open(newline="") as handle:
             for lineno, row in enumerate(csv.reader(handle), start=1):
                 if not row or not "".join(row).strip():
@@ -100,16 +117,23 @@ class ManifestDataset(ImageDataset):
                 if len(row) < 2:
                     raise DatasetFormatError(f"{path}:{lineno}: expected 'relpath,label', got {','.join(row)!r}")
                 if not rows and row[0].strip().lower() in ("relpath", "path", "image", "filename"):
+                    names = _attribute_names(path, lineno, row)
                     continue
-                rows.append((row[0].strip(), row[1].strip(), lineno))
+                if names and len(row) > 2 + len(names):
+                    raise DatasetFormatError(f"{path}:{lineno}: {len(row)} columns, but the header "
+                                             f"names {2 + len(names)}")
+                extra = {name: value.strip() for name, value in zip(names, row[2:])
+                         if value.strip()}
+                rows.append((row[0].strip(), row[1].strip(), lineno, extra))
         return rows
 
-    def _check_label_kinds(self, rows: dict[str, list[tuple[str, str, int]]]) -> bool:
+    def _check_label_kinds(self, rows: dict[str, list[tuple[str, str, int, dict[str, str]]]]
+                           ) -> bool:
         """True when every label is an integer, False when none is; mixed labels are an error
         naming the first label of the rarer kind (most likely the typo)."""
         kinds: dict[bool, list[tuple[str, int, str]]] = {True: [], False: []}
         for split, split_rows in rows.items():
-            for _, label, lineno in split_rows:
+            for _, label, lineno, _ in split_rows:
                 kinds[bool(_INTEGER.match(label))].append((f"{self.root / (split + '.csv')}", lineno, label))
         if kinds[True] and kinds[False]:
             odd, usual = (kinds[False], kinds[True]) if len(kinds[False]) <= len(kinds[True]) else (kinds[True], kinds[False])
@@ -127,7 +151,7 @@ class ManifestDataset(ImageDataset):
             for split in SPLITS
             if (self.root / f"{split}.csv").exists()
         }
-        all_labels = [label for split_rows in rows.values() for _, label, _ in split_rows]
+        all_labels = [label for split_rows in rows.values() for _, label, _, _ in split_rows]
         numeric = self._check_label_kinds(rows)
         read = self._read_classes()
         classes, ids = read if read is not None else (None, None)
@@ -142,7 +166,7 @@ class ManifestDataset(ImageDataset):
         for split, split_rows in rows.items():
             csv_path = self.root / f"{split}.csv"
             samples = []
-            for relpath, label, lineno in split_rows:
+            for relpath, label, lineno, extra in split_rows:
                 if numeric and ids is not None:
                     if int(label) not in ids:
                         raise DatasetFormatError(
@@ -161,7 +185,7 @@ class ManifestDataset(ImageDataset):
                     if label not in index:
                         raise DatasetFormatError(f"{csv_path}:{lineno}: label '{label}' is not in classes.txt")
                     label_id = index[label]
-                samples.append(Sample(relpath, label_id, str(self.root / relpath)))
+                samples.append(Sample(relpath, label_id, str(self.root / relpath), extra))
             if samples and not Path(samples[0].locator).exists():
                 raise MissingDataError(
                     f"manifest: {csv_path}:{split_rows[0][2]} names {samples[0].sample_id} but "
