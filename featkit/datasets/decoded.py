@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featkit.errors import FeatkitError
+from featkit.errors import BadImageError, FeatkitError
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +41,18 @@ class DecodedImages:
     def __getitem__(self, rows: slice) -> torch.Tensor:
         import torch
 
-        return torch.stack([self.transform(self.dataset.load_image(s))
-                            for s in self.samples[rows]])
+        return torch.stack([self.transform(self._decode(s)) for s in self.samples[rows]])
+
+    def _decode(self, sample):
+        """One image, or a one-line error naming it (the attack cannot skip an image the
+        cached features include)."""
+        try:
+            return self.dataset.load_image(sample)
+        except (OSError, ValueError) as err:
+            raise BadImageError(
+                f"cannot decode {sample.locator} (sample {sample.sample_id}) for the image-space "
+                f"attack: {err}; fix or replace the file, or use --space feature"
+            ) from None
 
     def labels(self) -> np.ndarray:
         return np.array([s.label for s in self.samples], dtype=np.int64)

@@ -4,6 +4,7 @@ line that names the file, split, kind and number of bad rows (issue 15, item 4).
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -79,3 +80,18 @@ def test_an_empty_split_is_refused(tmp_path):
                        "visual", tmp_path / "test-x.h5")
     with pytest.raises(FeatkitError, match=r"test-x.h5: cub/test 'visual' features have no rows"):
         check_usable(empty, "cub", "test")
+
+
+def test_decoded_images_name_a_broken_file(tmp_path):
+    from featkit.datasets import open_dataset
+    from featkit.datasets.decoded import DecodedImages
+    from featkit.errors import BadImageError
+    from featkit.testing.datasets import make_imagefolder
+
+    folder = make_imagefolder(tmp_path / "f", n_classes=2, train_per_class=2, test_per_class=1)
+    dataset = open_dataset("imagefolder", folder.root)
+    sample = dataset.samples("test")[0]
+    images = DecodedImages(dataset, [sample.sample_id], lambda image: np.zeros(1))
+    Path(sample.locator).write_bytes(b"not an image")
+    with pytest.raises(BadImageError, match=r"cannot decode .* for the image-space attack"):
+        images[0:1]
