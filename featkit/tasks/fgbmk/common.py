@@ -1,0 +1,135 @@
+"""What both FG-BMK tasks share: loading the block features, checking settings, the record.
+
+FG-BMK trains on its ``train.csv`` (featkit's train + val, as FG-BMK has no validation split) and
+tests on ``test.csv``. Its heads read the class token of the last one or two blocks and the last
+block's patch-token mean; here those are cached feature kinds: the source's kind is the last
+block's class token, ``earlier_blocks`` the blocks before it (earliest first) and ``patch_kind``
+the patch mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from featkit.errors import FeatkitError
+from featkit.tasks.loading import FeatureSource, check_same_classes
+from featkit.tasks.settings import check_device, check_grid
+
+TRAIN_SPLITS = ("train", "val")
+TEST_SPLIT = "test"
+#: Where the transcribed code lives.
+SOURCE = "SEU-VIPGroup/FG-BMK@7765a10 demo/machine_evaluation"
+#: FG-BMK's full grid: 1-2 blocks x with/without the patch mean x 6 learning rates.
+FULL_GRID = 24
+
+
+@dataclass
+class Blocks:
+    """One dataset's block features for FG-BMK's train (train + val) and test splits."""
+
+    dataset: str
+    model: str
+    train: list[np.ndarray]
+    test: list[np.ndarray]
+    train_patch: np.ndarray | None
+    test_patch: np.ndarray | None
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    meta: dict[str, Any]
+    kinds: dict[str, Any]
+    notes: list[str]
+
+
+def check_common(task: str, *, iterations: int, batch_size: int, world_size: int, seed: int,
+                 learning_rates: Sequence[float], optimizer: str, device: str | None) -> None:
+    """One-line errors for the settings both FG-BMK tasks take."""
+    check_device(task, device)
+    check_grid(task, "learning_rates", learning_rates)
+    for name, value in (("iterations", iterations), ("batch_size", batch_size),
+                        ("world_size", world_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise FeatkitError(f"{task}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise FeatkitError(f"{task}: seed must be a non-negative integer, got {seed!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise FeatkitError(f"{task}: optimizer must be adam or sgd, got {optimizer!r}")
+
+
+def load_blocks(source: FeatureSource, dataset: str, earlier_blocks: Sequence[str],
+                patch_kind: str | None) -> Blocks:
+    """The cached kinds of FG-BMK's splits, checked to list the same images in each kind."""
+    kinds = [*earlier_blocks, source.features]
+    names = kinds + ([patch_kind] if patch_kind else [])
+    if len(set(names)) != len(names):
+        raise FeatkitError(f"FG-BMK features name a kind twice: {', '.join(names)}")
+    sets = {kind: {split: replace(source, features=kind).load(dataset, split)
+                   for split in (*TRAIN_SPLITS, TEST_SPLIT)} for kind in names}
+    last = sets[source.features]
+    class_names = check_same_classes(last, dataset)
+    for kind in names:
+        for split, fs in sets[kind].items():
+            if list(fs.sample_ids) != list(last[split].sample_ids):
+                raise FeatkitError(f"{dataset}/{split}: the cached '{kind}' and "
+                                   f"'{source.features}' features list different images; "
+                                   f"extract both in one run ({fs.path})")
+
+    def train_of(kind: str) -> np.ndarray:
+        return np.concatenate([sets[kind][s].features for s in TRAIN_SPLITS])
+
+    first = last[TEST_SPLIT]
+    notes = [n for kind in names for fs in sets[kind].values() for n in fs.notes]
+    return Blocks(
+        dataset=dataset, model=first.model or source.model,
+        train=[train_of(k) for k in kinds], test=[sets[k][TEST_SPLIT].features for k in kinds],
+        train_patch=train_of(patch_kind) if patch_kind else None,
+        test_patch=sets[patch_kind][TEST_SPLIT].features if patch_kind else None,
+        train_labels=np.concatenate([last[s].labels for s in TRAIN_SPLITS]),
+        test_labels=last[TEST_SPLIT].labels, class_names=tuple(class_names),
+        meta=dict(first.meta),
+        kinds={"last_block": source.features, "earlier_blocks": list(earlier_blocks),
+               "patch_mean": patch_kind},
+        notes=list(dict.fromkeys(notes)),
+    )
+
+
+def grid_warnings(result, blocks: Blocks) -> list[str]:
+    """What a reader of an FG-BMK record must know beyond its departures."""
+    warnings = list(blocks.notes)
+    n = result.counts["heads"]
+    if n < FULL_GRID:
+        missing = []
+        if not blocks.kinds["earlier_blocks"]:
+            missing.append("no earlier block's class token (earlier_blocks)")
+        if not blocks.kinds["patch_mean"]:
+            missing.append("no patch-token mean (patch_kind)")
+        why = "; ".join(missing) or "a shorter learning-rate list"
+        warnings.append(f"FG-BMK's grid has {FULL_GRID} heads; this one has {n} ({why})")
+    if result.selected is None:
+        warnings.append("no head scored above 0 on test; FG-BMK then reports 0")
+    return warnings
+
+
+def record_of(task: str, result, blocks: Blocks, settings: dict[str, Any],
+              compare_with: dict[str, Any]) -> dict[str, Any]:
+    """The result record of an FG-BMK task: metrics of the head chosen on test, every head's
+    scores, the departures from the standard protocol and the corrected task to compare with."""
+    from featkit.results import make_result
+    from probes.fgbmk import iter_heads
+
+    return make_result(
+        task, model=blocks.model, dataset=blocks.dataset, features=blocks.kinds["last_block"],
+        metrics=result.metrics,
+        settings={"protocol": "fgbmk", **result.settings, **settings, "features": blocks.kinds,
+                  "train_splits": "+".join(TRAIN_SPLITS), "test_split": TEST_SPLIT,
+                  "source": SOURCE},
+        provenance=blocks.meta,
+        extra={"heads": list(iter_heads(result)), "selected_head": result.selected,
+               "counts": result.counts, "departures": list(result.departures),
+               "compare_with": compare_with},
+        warnings=grid_warnings(result, blocks),
+    )
