@@ -23,7 +23,8 @@ __all__ = [
 
 _READERS: dict[str, Callable[[Path], ImageDataset]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-_MODULES = ("featkit.datasets.generic", "featkit.datasets.fine_grained", "featkit.datasets.torchvision_sets")
+_MODULES = ("featkit.datasets.generic", "featkit.datasets.fine_grained", "featkit.datasets.torchvision_sets",
+            "featkit.datasets.imagenet", "featkit.datasets.classic")
 #: Datasets whose data ship with a package (no root needed).
 BUNDLED = {"digits"}
 
