@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from extractors.layers import KindDims, LayerSpan, split_kind
 from featkit.errors import FeatkitError, UnknownNameError, closest
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ class ExtractorSpec:
     source: a pretrained tag or hub id, ``"random"`` for deliberately random test models, or
     ``"none"`` for parameter-free extractors. ``config`` is the family's own description of the
     model (library model name, tag, layout...), never user input (that is ``options``).
+    ``layers`` maps each per-layer kind (``cls``, ``patch_mean``, ``last_token``) to the blocks it
+    has (:class:`~extractors.layers.LayerSpan`); ``kinds`` then also answers lookups of the layer
+    kinds ``cls@12``... (:class:`~extractors.layers.KindDims`).
     """
 
     name: str
@@ -127,6 +131,10 @@ class ExtractorSpec:
     notes: str = ""
     default_kinds: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
+    layers: Mapping[str, LayerSpan] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", KindDims(self.kinds, self.layers))
 
     @property
     def default_features(self) -> tuple[str, ...]:
@@ -136,7 +144,8 @@ class ExtractorSpec:
 class Extractor:
     """A loaded model adapter: preprocessing plus a batch -> ``{kind: (B, D) tensor}`` forward.
 
-    Subclasses set ``spec``, ``transform`` (PIL image -> tensor), ``kinds`` (resolved dims),
+    Subclasses set ``spec``, ``transform`` (PIL image -> tensor), ``kinds`` (resolved dims; a
+    :class:`~extractors.layers.KindDims` where the model has layer kinds ``cls@12``...),
     ``weights_identity`` (tag or sha256 of the weights file) and ``preprocessing`` (a dict for
     provenance), and implement :meth:`forward`. Families whose features keep an autograd graph
     also implement :meth:`differentiable_features` (through :meth:`_feature_function`), so
@@ -160,11 +169,15 @@ class Extractor:
 
     def check_kinds(self, kinds: Sequence[str]) -> None:
         """One-line :class:`UnknownNameError` for a kind this loaded model does not give."""
+        for kind in kinds:
+            split_kind(kind)  # a malformed layer kind names the syntax
         unknown = [k for k in kinds if k not in self.kinds]
         if unknown:
+            listed = (self.kinds.describe() if isinstance(self.kinds, KindDims)
+                      else ", ".join(self.kinds))
             raise UnknownNameError(
                 f"{self.spec.name} has no feature kind {', '.join(repr(k) for k in unknown)} "
-                f"(kinds: {', '.join(self.kinds)})"
+                f"(kinds: {listed})"
             )
 
     def differentiable_features(self, kind: str) -> FeatureFn:

@@ -4,7 +4,12 @@ Feature kinds:
 
 - ``visual``: the visual tower's pooled feature before the image-text projection;
 - ``aligned``: the projected image embedding (what ``encode_image(normalize=False)`` returns);
-- ``patch_mean``: the mean of the final (normed) patch tokens, the DINOv2 "avgpool" input.
+- ``patch_mean``: the mean of the final (normed) patch tokens, the DINOv2 "avgpool" input;
+- ``cls@L`` / ``patch_mean@L`` (towers with ``patch_mean``): block ``L``'s tokens through the
+  tower's final norm (``ln_post``, or the timm trunk's ``norm``), then the class token or the patch
+  mean, from the same forward pass (see :mod:`extractors.layers`): ``patch_mean@-1`` is
+  ``patch_mean``, and ``cls@-1`` is ``visual`` for class-token towers (a timm trunk's ``cls@-1``
+  is its ``cls``).
 
 The tower is split at its projection, so one forward gives all three and ``aligned`` is the
 projection applied to ``visual`` by construction. Tower layouts (see :func:`tower_layout`): native
@@ -29,6 +34,7 @@ from typing import Any
 
 from extractors import add_alias, open_clip_seeds, register
 from extractors.base import Extractor, ExtractorSpec, Family, Preprocessing
+from extractors.layers import KindDims, LayerSpan, TokenTower, capture_blocks, layer_requests
 from extractors.single_thread import SingleThreadTransform
 
 __all__ = [
@@ -116,6 +122,28 @@ class VisualTower:
             visual.proj = None
             visual.output_tokens = True
 
+    @functools.cached_property
+    def token_tower(self) -> TokenTower | None:
+        """Where the per-layer tokens are (towers with ``patch_mean``), else None."""
+        if "patch_mean" not in self.kinds:
+            return None
+        if self.layout == NATIVE:
+            transformer = self.visual.transformer
+            return TokenTower(transformer.resblocks, self.visual.ln_post, 1, has_cls=True,
+                              batch_first=transformer.batch_first)
+        from extractors.timm import token_tower
+
+        return token_tower(self.visual.trunk)
+
+    def layer_spans(self) -> dict[str, LayerSpan]:
+        """The per-layer kinds of this tower (works on meta-device towers)."""
+        tower = self.token_tower
+        if tower is None:
+            return {}
+        width = (self.visual.transformer.width if self.layout == NATIVE
+                 else self.visual.trunk.num_features)
+        return tower.spans(width)
+
     @property
     def kinds(self) -> tuple[str, ...]:
         """Feature kinds this tower can give (``patch_mean`` only where patch tokens are normed)."""
@@ -131,6 +159,17 @@ class VisualTower:
         return kinds
 
     def __call__(self, images, kinds: Sequence[str]) -> dict[str, Any]:
+        """Every requested kind from one forward (layer kinds by hooks on the blocks)."""
+        requests = layer_requests(kinds, self.layer_spans()) if any("@" in k for k in kinds) else {}
+        if not requests:
+            return self._named(images, kinds)
+        tower = self.token_tower
+        with capture_blocks(tower.blocks, [index for _, index in requests.values()]) as captured:
+            out = self._named(images, kinds)
+        out.update(tower.pool(requests, captured))
+        return out
+
+    def _named(self, images, kinds: Sequence[str]) -> dict[str, Any]:
         if self.layout == ALIGNED_ONLY:
             out = self.visual(images)
             return {"aligned": out[0] if isinstance(out, tuple) else out}
@@ -412,6 +451,7 @@ class OpenClipExtractor(Extractor):
             if any(spec.kinds.get(k) not in (None, actual[k]) for k in self.kinds):
                 raise ValueError(f"{spec.name}: tower dims {actual} differ from the spec's {dict(spec.kinds)}")
             self.kinds = {k: actual[k] for k in self.kinds}
+        self.kinds = KindDims(self.kinds, self.tower.layer_spans())
 
     def forward(self, images, kinds: Sequence[str]):
         import torch
@@ -523,6 +563,7 @@ def _describe(name: str, tag: str | None) -> ExtractorSpec:
         notes="; ".join(notes),
         config={"model_name": name, "tag": tag, "quick_gelu": quick_gelu, "layout": tower.layout,
                  "preprocess": pre, "config_quick_gelu": bool(model_cfg.get("quick_gelu", False))},
+        layers=tower.layer_spans(),
     )
 
 

@@ -9,6 +9,7 @@ entry against ``_describe``, so change ``SEED_MODELS`` and rewrite, never edit b
 from __future__ import annotations
 
 from extractors.base import ExtractorSpec, Preprocessing
+from extractors.layers import LayerSpan
 
 #: canonical id order as in SEED_MODELS
 SPECS: tuple[ExtractorSpec, ...] = (
@@ -44,6 +45,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": False,
         },
+        layers={"cls": LayerSpan(depth=24, dim=1024), "patch_mean": LayerSpan(depth=24, dim=1024)},
     ),
     ExtractorSpec(
         name="open_clip:EVA02-L-14-336:merged2b_s6b_b61k",
@@ -77,6 +79,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": False,
         },
+        layers={"cls": LayerSpan(depth=24, dim=1024), "patch_mean": LayerSpan(depth=24, dim=1024)},
     ),
     ExtractorSpec(
         name="open_clip:ViT-L-14-quickgelu:openai",
@@ -110,6 +113,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": True,
         },
+        layers={"cls": LayerSpan(depth=24, dim=1024), "patch_mean": LayerSpan(depth=24, dim=1024)},
     ),
     ExtractorSpec(
         name="open_clip:coca_ViT-L-14:laion2b_s13b_b90k",
@@ -143,6 +147,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": False,
         },
+        layers={},
     ),
     ExtractorSpec(
         name="open_clip:ViT-H-14-quickgelu:dfn5b",
@@ -176,6 +181,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": True,
         },
+        layers={"cls": LayerSpan(depth=32, dim=1280), "patch_mean": LayerSpan(depth=32, dim=1280)},
     ),
     ExtractorSpec(
         name="open_clip:ViT-SO400M-14-SigLIP:webli",
@@ -209,6 +215,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "config_quick_gelu": False,
         },
+        layers={"patch_mean": LayerSpan(depth=27, dim=1152)},
     ),
 )
 

@@ -5,7 +5,10 @@ Feature kinds:
 - ``visual``: ``forward_head(forward_features(x), pre_logits=True)``, the pooled feature before
   the classifier;
 - ``cls``: the class token of the final (normed) tokens, for models that have one;
-- ``patch_mean``: the mean of the final patch tokens (prefix tokens excluded), for token models.
+- ``patch_mean``: the mean of the final patch tokens (prefix tokens excluded), for token models;
+- ``cls@L`` / ``patch_mean@L`` (ViT, EVA and BEiT token models): the same pooling of block ``L``'s
+  tokens after the model's final norm (DINOv2's ``get_intermediate_layers(norm=True)``), from one
+  forward pass (hooks on the blocks), so ``cls@-1`` is ``cls`` (see :mod:`extractors.layers`).
 
 Preprocessing is the pretrained tag's data config (``resolve_data_config`` +
 ``create_transform``). Weights load through timm's own ``pretrained=True`` path (with the
@@ -27,10 +30,11 @@ from typing import Any
 
 from extractors import add_alias, register, timm_seeds
 from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
+from extractors.layers import KindDims, LayerSpan, TokenTower, capture_blocks, layer_requests
 from extractors.single_thread import SingleThreadTransform
 
 __all__ = ["IMAGE_SIZE", "SEED_MODELS", "TimmExtractor", "TimmFamily", "create_model", "data_config",
-           "image_size_option", "user_weights"]
+           "image_size_option", "model_layers", "token_tower", "user_weights"]
 
 FAMILY = "timm"
 
@@ -56,6 +60,25 @@ def model_kinds(model: Any) -> dict[str, int]:
             dims["cls"] = int(model.num_features)
         dims["patch_mean"] = int(model.num_features)
     return dims
+
+
+def token_tower(model: Any) -> TokenTower | None:
+    """Where a timm ViT, EVA or BEiT keeps its per-layer tokens (None for other models, whose
+    blocks are not a token sequence through one final norm)."""
+    from timm.models.beit import Beit
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, (VisionTransformer, Eva, Beit)):
+        return None
+    return TokenTower(model.blocks, model.norm, int(model.num_prefix_tokens),
+                      has_cls=model.cls_token is not None and model.num_prefix_tokens >= 1)
+
+
+def model_layers(model: Any) -> dict[str, LayerSpan]:
+    """The per-layer kinds of a timm model (works on a meta-device model)."""
+    tower = token_tower(model)
+    return tower.spans(model.num_features) if tower is not None else {}
 
 
 def data_config(model: Any, image_size: int | None = None) -> dict[str, Any]:
@@ -139,7 +162,8 @@ class TimmExtractor(Extractor):
         missing = [k for k in spec.kinds if k not in actual]
         if missing:
             raise ValueError(f"{spec.name}: the model cannot give {missing} (it gives {list(actual)})")
-        self.kinds = {k: actual[k] for k in spec.kinds}
+        self.tower = token_tower(self.model)
+        self.kinds = KindDims({k: actual[k] for k in spec.kinds}, model_layers(self.model))
 
     def forward(self, images, kinds: Sequence[str]):
         import torch
@@ -151,8 +175,11 @@ class TimmExtractor(Extractor):
         return self._feature_function(kind, self._forward_with_grad)
 
     def _forward_with_grad(self, images, kinds: Sequence[str]):
-        tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
-        out = {}
+        requests = layer_requests(kinds, self.kinds.layers)
+        blocks = self.tower.blocks if requests else ()
+        with capture_blocks(blocks, [index for _, index in requests.values()]) as captured:
+            tokens = self.model.forward_features(images.to(self.device, non_blocking=True))
+        out = self.tower.pool(requests, captured) if requests else {}
         if "visual" in kinds:
             out["visual"] = self.model.forward_head(tokens, pre_logits=True)
         if "cls" in kinds:
@@ -253,6 +280,7 @@ def _describe(name: str) -> ExtractorSpec:
         description=f"timm {full}, {size} px (crop {data_cfg['crop_pct']:g}, {data_cfg['interpolation']})",
         notes="; ".join(notes),
         config={"model_name": full, "pretrained_cfg": cfg_dict, "has_weights": has_weights},
+        layers=model_layers(model),
     )
 
 

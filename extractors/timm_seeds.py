@@ -9,6 +9,7 @@ entry against ``_describe``, so change ``SEED_MODELS`` and rewrite, never edit b
 from __future__ import annotations
 
 from extractors.base import ExtractorSpec, Preprocessing
+from extractors.layers import LayerSpan
 
 #: canonical id order as in SEED_MODELS
 SPECS: tuple[ExtractorSpec, ...] = (
@@ -51,6 +52,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "has_weights": True,
         },
+        layers={"cls": LayerSpan(depth=12, dim=384), "patch_mean": LayerSpan(depth=12, dim=384)},
     ),
     ExtractorSpec(
         name="timm:vit_base_patch14_dinov2.lvd142m",
@@ -91,6 +93,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "has_weights": True,
         },
+        layers={"cls": LayerSpan(depth=12, dim=768), "patch_mean": LayerSpan(depth=12, dim=768)},
     ),
     ExtractorSpec(
         name="timm:vit_large_patch14_dinov2.lvd142m",
@@ -131,6 +134,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "has_weights": True,
         },
+        layers={"cls": LayerSpan(depth=24, dim=1024), "patch_mean": LayerSpan(depth=24, dim=1024)},
     ),
     ExtractorSpec(
         name="timm:vit_giant_patch14_dinov2.lvd142m",
@@ -171,6 +175,7 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "has_weights": True,
         },
+        layers={"cls": LayerSpan(depth=40, dim=1536), "patch_mean": LayerSpan(depth=40, dim=1536)},
     ),
     ExtractorSpec(
         name="timm:vit_base_patch16_224.augreg_in21k_ft_in1k",
@@ -211,5 +216,6 @@ SPECS: tuple[ExtractorSpec, ...] = (
             },
             "has_weights": True,
         },
+        layers={"cls": LayerSpan(depth=12, dim=768), "patch_mean": LayerSpan(depth=12, dim=768)},
     ),
 )

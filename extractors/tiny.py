@@ -32,6 +32,7 @@ from extractors import register
 from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.hf import CLIP_MEAN, CLIP_STD, HFFamily, load_hf_vlm
 from extractors.hf_weights import base_model_reference, resolve_weights
+from extractors.layers import LayerSpan
 from extractors.open_clip import (
     NO_PROJECTION_NOTE,
     OPENAI_MEAN,
@@ -163,6 +164,7 @@ TINY_EVA = ExtractorSpec(
     description="open_clip timm-trunk tower of EVA02 shape (eva02_tiny_patch14_224, classifier = "
     "projection), seeded random init",
     notes="random weights by design",
+    layers={"cls": LayerSpan(12, 192), "patch_mean": LayerSpan(12, 192)},
 )
 TINY_SIGLIP = ExtractorSpec(
     name="test:tiny-siglip",
@@ -172,6 +174,7 @@ TINY_SIGLIP = ExtractorSpec(
     weights="random",
     description="open_clip SigLIP-style tower (timm ViT, MAP pooling, no projection), 32 px, seeded random init",
     notes=f"random weights by design; {NO_PROJECTION_NOTE}",
+    layers={"patch_mean": LayerSpan(2, 32)},
 )
 
 
@@ -204,6 +207,7 @@ TINY_CLIP = ExtractorSpec(
     weights="random",
     description="tiny open_clip ViT (2 layers, width 32, 32 px), seeded random init, for tests and the demo",
     notes="random weights by design",
+    layers={"cls": LayerSpan(2, 32), "patch_mean": LayerSpan(2, 32)},
 )
 
 
@@ -258,6 +262,7 @@ TINY_DINOV2 = ExtractorSpec(
     description="timm DINOv2-style ViT (vit_small_patch14_dinov2 shape: 2 blocks, width 32, 42 px), "
     "seeded random init",
     notes="random weights by design; visual is the class token (token pooling), the same as cls",
+    layers={"cls": LayerSpan(2, 32), "patch_mean": LayerSpan(2, 32)},
 )
 
 

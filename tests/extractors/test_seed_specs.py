@@ -114,6 +114,7 @@ entry against ``_describe``, so change ``SEED_MODELS`` and rewrite, never edit b
 from __future__ import annotations
 
 from extractors.base import ExtractorSpec, Preprocessing
+from extractors.layers import LayerSpan
 
 '''
 
