@@ -24,6 +24,7 @@ from featkit.commands.common import (
     source_from,
     split_list,
 )
+from featkit.commands.retrieval import add_protocol, run_fgbmk
 from featkit.errors import FeatkitError
 
 NAME = "probe"
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser_linear.add_argument("--seed", type=non_negative_int, default=lin.seed,
                                help="seed recorded with the result; the fit itself has no "
                                f"randomness (default: {lin.seed})")
+    add_protocol(parser_linear, "the linear probe")
     parser_linear.add_argument(
         "--save-probe", default=None,
         help="write the trained probe (.npz or .pt) here (default: next to --json as "
@@ -147,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
 
     source, datasets = source_from(args), split_list(args.dataset)
     label_map = None if args.label_map is None else str(args.label_map)
+    if args.probe == "linear" and args.protocol == "fgbmk":
+        return _run_fgbmk(args, datasets)
+    if args.probe == "linear" and args.fgbmk:
+        raise FeatkitError("--fgbmk settings apply to --protocol fgbmk")
     if args.probe == "linear":
         settings = linear.Settings(
             normalization=args.normalization,
@@ -176,6 +182,24 @@ def run(args: argparse.Namespace) -> int:
     for record in records:
         if "probe_file" in record:
             print(f"saved probe {record['probe_file']}")
+    return 0
+
+
+def _run_fgbmk(args: argparse.Namespace, datasets: list[str]) -> int:
+    """``probe linear --protocol fgbmk``: FG-BMK's linear evaluation, one record per dataset."""
+    from featkit.results import write_result
+    from featkit.tasks.fgbmk import linear as fgbmk_linear
+
+    if args.merge or args.label_map:
+        raise FeatkitError("--protocol fgbmk probes one dataset at a time, without --merge or "
+                           "--label-map (FG-BMK's released code has neither)")
+    done = [run_fgbmk(args, fgbmk_linear, dataset) for dataset in datasets]
+    if len(done) == 1:
+        emit(*done[0], args.json)
+        return 0
+    print("\n\n".join(table for _, table in done))
+    if args.json:
+        write_result([record for record, _ in done], args.json)
     return 0
 
 

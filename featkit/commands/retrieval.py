@@ -12,6 +12,7 @@ from featkit.commands.common import (
     emit,
     source_from,
 )
+from featkit.errors import FeatkitError
 
 NAME = "retrieval"
 HELP = "retrieval mAP, mAP@R, R-precision, P@1, R@k of cached features (leave-one-out or vs a gallery split)"
@@ -41,15 +42,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"similarity (default: {Settings.metric})")
     parser.add_argument("--max-memory", default=Settings.max_memory,
                         help=f"working-memory budget, e.g. 2GB or 500MB (default: {Settings.max_memory})")
+    add_protocol(parser, "retrieval")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cache_dir(parser)
     add_outputs(parser)
+
+
+def add_protocol(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--protocol standard|fgbmk`` and the FG-BMK protocol's ``--fgbmk KEY=VALUE`` settings."""
+    parser.add_argument(
+        "--protocol", default="standard", choices=["standard", "fgbmk"],
+        help=f"standard (default) or fgbmk: what FG-BMK's released code computes for {what} "
+        "(its head grid, selection on test; the record lists every departure), for comparison "
+        "with its published figures",
+    )
+    parser.add_argument(
+        "--fgbmk", action="append", default=[], metavar="KEY=VALUE",
+        help="a setting of --protocol fgbmk, e.g. iterations=2000, patch_kind=patch_mean, "
+        "learning_rates=1e-3,5e-3 (repeatable; FG-BMK's values by default)",
+    )
+
+
+def run_fgbmk(args: argparse.Namespace, module, dataset: str) -> tuple[dict, str]:
+    """One dataset under ``--protocol fgbmk``: the record of the FG-BMK task ``module`` and
+    its readable summary."""
+    from featkit.tasks.fgbmk.common import parse_pairs, summary_table
+    from featkit.tasks.settings import settings_from
+
+    values = parse_pairs(args.fgbmk)
+    if vars(args).get("device") is not None:
+        values.setdefault("device", args.device)
+    settings = settings_from(module.Settings, values, task=module.INFO.name)
+    record = module.run(source_from(args), dataset, settings, progress=not args.no_progress)
+    return record, summary_table(record)
 
 
 def run(args: argparse.Namespace) -> int:
     from featkit.results import metrics_table
     from featkit.tasks import retrieval
 
+    if args.protocol == "fgbmk":
+        from featkit.tasks.fgbmk import retrieval as fgbmk_retrieval
+
+        emit(*run_fgbmk(args, fgbmk_retrieval, args.dataset), args.json)
+        return 0
+    if args.fgbmk:
+        raise FeatkitError("--fgbmk settings apply to --protocol fgbmk")
     settings = retrieval.Settings(query_split=args.query_split, gallery_split=args.gallery_split,
                                   metric=args.metric, max_memory=args.max_memory)
     record = retrieval.run(source_from(args), args.dataset, settings,

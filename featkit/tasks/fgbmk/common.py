@@ -133,3 +133,51 @@ def record_of(task: str, result, blocks: Blocks, settings: dict[str, Any],
                "compare_with": compare_with},
         warnings=grid_warnings(result, blocks),
     )
+
+
+def parse_pairs(pairs: Sequence[str], option: str = "--fgbmk") -> dict[str, Any]:
+    """``["iterations=2000", "learning_rates=1e-3,5e-3"]`` -> settings values: numbers,
+    booleans and ``none`` as such, comma-separated values as tuples, the rest as text."""
+    values: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise FeatkitError(f"{option} {item!r}: expected KEY=VALUE, e.g. iterations=2000")
+        parts = [_scalar(p.strip()) for p in text.split(",")] if "," in text else None
+        values[key.strip()] = tuple(p for p in parts if p != "") if parts else _scalar(
+            text.strip())
+    return values
+
+
+def _scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def summary_table(record: dict[str, Any]) -> str:
+    """The readable summary of an FG-BMK record: the grid, the head FG-BMK reports, its
+    metrics, and how the protocol departs from the standard one."""
+    from featkit.results import format_table, metrics_table
+
+    s = record["settings"]
+    lines = [f"{record['model']} on {record['dataset']} ({record['features']}), "
+             f"{record['task']}: FG-BMK's protocol, {s['iterations']} iterations of batch "
+             f"{s['batch_size']} ({s['optimizer']}), {record['counts']['heads']} heads"]
+    metric_names = [k for k in record["heads"][0] if k not in (
+        "name", "n_blocks", "avgpool", "lr", "scaled_lr", "selected")] if record["heads"] else []
+    rows = [{"head": h["name"], **{m: h[m] for m in metric_names},
+             "": "<- reported" if h["selected"] else ""} for h in record["heads"]]
+    lines.append(format_table(rows))
+    lines.append(metrics_table(record))
+    lines.append("departures from the standard protocol:")
+    lines += [f"- {d}" for d in record["departures"]]
+    return "\n".join(lines)
