@@ -1,6 +1,7 @@
 """Label spaces: merge several datasets into one (namespaced class names, per-dataset id
-offsets) and merge classes within one dataset from a name mapping (e.g. MEGACOIN's
-pink -> red). Pure functions; the CLI reads the mapping file and passes its name as ``source``.
+offsets), merge classes within one dataset from a name mapping (e.g. MEGACOIN's
+pink -> red), and relabel classes to a coarser level with new names (species -> genus). Pure
+functions; the CLI reads the mapping file and passes its name as ``source``.
 """
 
 from __future__ import annotations
@@ -173,6 +174,35 @@ def build_label_map(
         n: tuple(old for old, t in zip(names, target) if t == n)
         for n in new_names
         if sum(t == n for t in target) > 1
+    }
+    return LabelMap(tuple(new_names), old_to_new, merged)
+
+
+def build_relabel(
+    class_names: Sequence[str], mapping: Mapping[str, str], source: str = "hierarchy"
+) -> LabelMap:
+    """Relabel every class to a new name, e.g. species -> genus: ``mapping[old] = new`` where
+    the new names need not be existing classes (unlike :func:`build_label_map`). Every class
+    must be mapped; the new classes are listed in the order they first appear along the old
+    class list. Missing classes and non-string names are errors naming ``source``."""
+    if not isinstance(mapping, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
+    ):
+        raise FeatkitError(f"{source}: a relabelling must map class names to non-empty names")
+    names = list(class_names)
+    missing = [n for n in names if n not in mapping]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise FeatkitError(f"{source}: {len(missing)} of {len(names)} classes have no new name "
+                           f"({shown})")
+    target = [mapping[n] for n in names]
+    new_names = list(dict.fromkeys(target))
+    new_index = {n: i for i, n in enumerate(new_names)}
+    old_to_new = np.asarray([new_index[t] for t in target], dtype=np.int64)
+    merged = {
+        n: tuple(old for old, t in zip(names, target) if t == n)
+        for n in new_names
+        if target.count(n) > 1
     }
     return LabelMap(tuple(new_names), old_to_new, merged)
 
