@@ -29,7 +29,8 @@ from featkit.errors import FeatkitError
 @dataclass(frozen=True)
 class ClassSubset:
     """``groups[k]``: the reference class ids class ``k`` of the shifted set stands for
-    (disjoint across classes); ``n_reference``: the number of reference classes."""
+    (disjoint across classes; empty when none can be scored, see :meth:`restricted`);
+    ``n_reference``: the number of reference classes."""
 
     groups: tuple[tuple[int, ...], ...]
     n_reference: int
@@ -37,8 +38,6 @@ class ClassSubset:
     def __post_init__(self) -> None:
         seen: dict[int, int] = {}
         for k, group in enumerate(self.groups):
-            if not group:
-                raise FeatkitError(f"class {k} of the shifted set stands for no reference class")
             for c in group:
                 if not 0 <= c < self.n_reference:
                     raise FeatkitError(f"reference class id {c} outside 0..{self.n_reference - 1}")
@@ -64,10 +63,18 @@ class ClassSubset:
             groups.append(tuple(sorted(index[n] for n in names)))
         return cls(tuple(groups), len(reference))
 
+    def restricted(self, known: np.ndarray) -> ClassSubset:
+        """The same classes, each standing only for its reference classes in ``known`` (those
+        a classifier can score); a class left with none can never be predicted."""
+        keep = set(np.asarray(known, dtype=np.int64).tolist())
+        return ClassSubset(tuple(tuple(c for c in g if c in keep) for g in self.groups),
+                           self.n_reference)
+
     @property
     def columns(self) -> np.ndarray:
         """The reference class ids the set covers, sorted: the score columns it needs."""
-        return np.unique(np.concatenate([np.asarray(g, dtype=np.int64) for g in self.groups]))
+        ids = [c for g in self.groups for c in g]
+        return np.unique(np.asarray(ids, dtype=np.int64))
 
     @property
     def complete(self) -> bool:
@@ -104,6 +111,8 @@ class MaskedAccuracy:
 def _predict(scores: np.ndarray, subset: ClassSubset) -> np.ndarray:
     scores = np.asarray(scores)
     columns = subset.columns
+    if columns.size == 0:
+        raise FeatkitError("the shifted set covers none of the classes the classifier scores")
     if scores.ndim != 2 or scores.shape[1] != columns.shape[0]:
         raise FeatkitError(f"scores must be N x {columns.shape[0]} (the subset's columns), got "
                            f"{scores.shape}")

@@ -40,6 +40,8 @@ _MODULES = (
     "featkit.tasks.linear",
     "featkit.tasks.knn",
     "featkit.tasks.perturb",
+    "featkit.tasks.dg", "featkit.tasks.attributes", "featkit.tasks.taxonomy", "featkit.tasks.pairs",
+    "featkit.tasks.shift",
 )
 
 

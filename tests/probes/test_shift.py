@@ -23,6 +23,14 @@ def test_subset_from_names_and_columns():
         ClassSubset(((0, 1), (1,)), 5)
 
 
+def test_a_class_the_classifier_cannot_score_is_never_right():
+    subset = ClassSubset.from_names(["d", "grp"], REFERENCE, {"grp": ["b", "a"]}).restricted(
+        np.array([0, 1]))  # the classifier knows a and b only
+    assert subset.groups == ((), (0, 1)) and subset.columns.tolist() == [0, 1]
+    result = shifted_accuracy(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1]), subset)
+    assert result.correct.tolist() == [False, True]
+
+
 def test_masked_accuracy_equals_a_hand_computation():
     # classes of the shifted set: "c" and a group {"a", "e"}; columns are a, c, e
     subset = ClassSubset.from_names(["c", "ae"], REFERENCE, {"ae": ["a", "e"]})
