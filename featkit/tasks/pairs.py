@@ -1,0 +1,113 @@
+"""Pairs task: do two images show the same object (TWIN)? Cosine similarity of cached
+features, ROC-AUC, accuracy at a threshold chosen on val pairs, TAR at a false-accept rate.
+
+Pairs come from a file (``image_a,image_b,same``; sample ids of the dataset, any split) or are
+mined from a split's labels: positives two images of one class, negatives each image's most
+similar other-class image under ``mining_model``'s features (default: the probed model). The
+threshold is chosen on ``val_pairs`` or, without that file, on pairs mined from the val split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featkit.errors import FeatkitError
+from featkit.tasks.loading import FeatureSource, load_datasets, provenance
+from featkit.tasks.registry import TaskInfo, register
+from featkit.tasks.settings import check_choice
+from probes.pairs import PAIRS_FAR, PAIRS_PER_IMAGE, PAIRS_SEED
+
+INFO = register(TaskInfo(
+    name="pairs", title="same-object pairs", headline=("roc_auc",),
+    columns=("roc_auc", "accuracy", "tar_at_far"), module=__name__,
+))
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``pairs`` / ``val_pairs``: pairs files (None: mine pairs from ``split`` /
+    ``val_split``); ``mining_model``: whose features pick the hardest negatives (None: the
+    probed model, same feature kind)."""
+
+    pairs: str | None = None
+    val_pairs: str | None = None
+    split: str = "test"
+    val_split: str = "val"
+    mining_model: str | None = None
+    per_image: int = PAIRS_PER_IMAGE
+    far: float = PAIRS_FAR
+    seed: int = PAIRS_SEED
+
+    def __post_init__(self) -> None:
+        check_choice(INFO.name, "--split", self.split, SPLITS)
+        check_choice(INFO.name, "--val-split", self.val_split, SPLITS)
+        if self.pairs is None and self.split == self.val_split:
+            raise FeatkitError(f"{INFO.name}: mined test and val pairs come from the same split "
+                               f"({self.split}); choose another --val-split")
+        if not isinstance(self.per_image, int) or self.per_image < 1:
+            raise FeatkitError(f"{INFO.name}: --per-image must be a positive integer, got "
+                               f"{self.per_image!r}")
+        if not 0 < self.far < 1:
+            raise FeatkitError(f"{INFO.name}: --far must lie in (0, 1), got {self.far!r}")
+
+
+def _rows_of(pairs, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    unknown = [sid for sid in (*pairs.first, *pairs.second) if sid not in index]
+    if unknown:
+        raise FeatkitError(f"{pairs.source}: {len(set(unknown))} image ids are not in the cached "
+                           f"features of any split (e.g. {unknown[0]}); ids are the dataset's "
+                           "sample ids, as 'featkit info' lists them")
+    return (np.asarray([index[s] for s in pairs.first]),
+            np.asarray([index[s] for s in pairs.second]))
+
+
+def run(source: FeatureSource, dataset: str, settings: Settings | None = None
+        ) -> list[dict[str, Any]]:
+    """Score the pairs; one record (task ``"pairs"``)."""
+    from featkit.datasets.pairs import read_pairs
+    from featkit.results import make_result
+    from probes.pairs import cosine_scores, mine_pairs, pair_verification
+
+    settings = settings or Settings()
+    (s,) = load_datasets(source, [dataset], SPLITS)
+    features = np.concatenate([s.features[split] for split in SPLITS])
+    ids = [sid for split in SPLITS for sid in s.files[split].sample_ids]
+    index = {sid: i for i, sid in enumerate(ids)}
+    offsets = dict(zip(SPLITS, np.cumsum([0] + [len(s.labels[x]) for x in SPLITS[:-1]])))
+    mining = None
+    if settings.pairs is None or settings.val_pairs is None:
+        mining = FeatureSource(settings.mining_model or source.model, source.features,
+                               cache_dir=source.cache_dir, data_root=source.data_root,
+                               **({} if settings.mining_model else
+                                  {"weights": source.weights, "adapter": source.adapter}))
+
+    def pairs_of(path: str | None, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        if path is not None:
+            listed = read_pairs(path)
+            first, second = _rows_of(listed, index)
+            return first, second, listed.same, f"file {path}"
+        mining_fs = mining.load(dataset, split)
+        if list(mining_fs.sample_ids) != list(s.files[split].sample_ids):
+            raise FeatkitError(f"the mining model's {split} features list other images than "
+                               f"{source.model}'s; extract both from the same dataset root")
+        mined = mine_pairs(s.labels[split], mining_fs.features, per_image=settings.per_image,
+                           seed=settings.seed)
+        return (mined.first + offsets[split], mined.second + offsets[split], mined.same,
+                f"mined from {split} (negatives by {mining.model})")
+
+    test = pairs_of(settings.pairs, settings.split)
+    val = pairs_of(settings.val_pairs, settings.val_split)
+    result = pair_verification(cosine_scores(features[val[0]], features[val[1]]), val[2],
+                               cosine_scores(features[test[0]], features[test[1]]), test[2],
+                               far=settings.far)
+    return [make_result(
+        INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
+        settings={**result.settings(), "test_pairs": test[3], "val_pairs": val[3],
+                  "per_image": settings.per_image, "seed": settings.seed},
+        provenance=provenance([s]), extra={"counts": result.counts},
+        warnings=result.warnings,
+    )]
