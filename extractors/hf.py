@@ -1,29 +1,35 @@
-"""Hugging Face transformers VLMs: LLaVA-style models and Qwen2-VL (family ``hf``).
+"""Hugging Face transformers VLMs (family ``hf``): every architecture of
+:mod:`extractors.hf_archs` through transformers 5's common interface.
 
 Ids are ``hf:<hub id or local directory>``. Feature kinds (all ``(B, D)``):
 
 ``visual``
-    The vision tower's own tokens, mean-pooled. LLaVA: hidden states at the config's
+    The vision tokens the projector receives, mean-pooled (over every tile, base image
+    included, for any-resolution models). LLaVA-style models: hidden states at the config's
     ``vision_feature_layer`` (-2 for LLaVA-1.5) with its ``vision_feature_select_strategy``
-    (``"default"`` drops CLS) -- exactly the tokens the projector receives. Qwen2-VL: the last
-    vision block's patch tokens before the PatchMerger.
+    (``"default"`` drops CLS). Qwen2-VL: the last vision block's patch tokens before the
+    PatchMerger.
 ``cls``
-    LLaVA towers with a CLS token (CLIP): the CLS token at the same layer.
+    Towers with a CLS token (CLIP): the CLS token at the same layer (of the base image).
 ``aligned``
-    The multimodal projector's output for the same tokens (LM embedding space), mean-pooled:
-    LLaVA's ``multi_modal_projector``, Qwen2-VL's PatchMerger -- what the model's own
-    ``get_image_features`` returns and the LM receives (FG-BMK Table 4, "aligned").
+    The projector's output for the same tokens (LM embedding space), mean-pooled: exactly the
+    image tokens the language model receives (``get_image_features``' ``pooler_output``; FG-BMK
+    Table 4, "aligned").
 ``last_token``
     VLM2Vec: prompt ``"<image-token> <instruction>"`` (no chat template; default instruction
     ``"Represent the given image."``), the base model's final-layer hidden state (after the final
     norm) at the last non-padding token found from the attention mask, L2-normalised. The LM head
     is never called, so no full-vocabulary logits are computed.
+``cls@L``, ``patch_mean@L``, ``last_token@L``
+    The vision tower's ``hidden_states[L]`` (its class token; the mean of its patch tokens,
+    class token excluded) and the language model's ``hidden_states[L]`` at the last real token,
+    L2-normalised (``last_token@-1`` is ``last_token``), all from the same forward pass (see
+    :mod:`extractors.layers`). LLaVA's ``cls`` is ``cls@-2``.
 
-Images: LLaVA's transform is its image processor applied to one image. Qwen2-VL's processor keeps
-the aspect ratio and gives every image its own patch count, which cannot be stacked into a batch;
-featkit therefore resizes the shortest edge to a fixed ``image_size`` (option, default 448, a
-multiple of 28) and centre-crops a square first, so every image has the same grid (448 -> 32x32
-patches -> 256 LM tokens) and the processor's own output is a fixed ``(patches, C*T*P*P)`` tensor.
+Images: fixed-grid models get their image processor applied to one image. Models whose
+processor varies the number of tokens with the image (Qwen2-VL's dynamic resolution) get the
+shortest edge resized to a fixed ``image_size`` (option; Qwen2-VL default 448, a multiple of 28)
+and a centre square crop first, so every image gives the same tokens and a batch stacks.
 
 Weights load offline only: ``--weights DIR`` (a ``save_pretrained`` directory), a local directory
 as the id, or the Hugging Face cache for hub ids; nothing is downloaded and a checkpoint with
@@ -35,28 +41,37 @@ Needs transformers >= 5 (4.x exposes the image features differently).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from extractors import add_alias, register
-from extractors.base import AdaptableExtractor, ExtractorSpec, Family, OptionSpec
+from extractors.base import ExtractorSpec, Family, OptionSpec
+from extractors.hf_archs import (
+    ARCHITECTURES,
+    DEFAULT_QWEN_IMAGE_SIZE,
+    supported,
+    vision_shape_from_json,
+)
+from extractors.hf_vlm import (
+    DEFAULT_INSTRUCTION,
+    HFVLMExtractor,
+    last_token_index,
+    positions_from_mask,
+    square_crop,
+)
 from extractors.hf_weights import base_model_reference, first_line, merge_adapter, resolve_weights
+from extractors.layers import LayerSpan
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
 
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
+__all__ = ["DEFAULT_INSTRUCTION", "HFFamily", "HFVLMExtractor", "KNOWN_SPECS", "last_token_index",
+           "load_hf_vlm", "positions_from_mask", "square_crop"]
 
-DEFAULT_INSTRUCTION = "Represent the given image."
-DEFAULT_QWEN_IMAGE_SIZE = 448
 MIN_TRANSFORMERS = (5, 0)
 KINDS = ("visual", "cls", "aligned", "last_token")
-#: config.architectures[0] -> internal architecture name
-ARCHITECTURES = {
-    "LlavaForConditionalGeneration": "llava",
-    "Qwen2VLForConditionalGeneration": "qwen2_vl",
-}
+#: per-layer kinds of a model whose depths are known only once it is loaded
+UNKNOWN_LAYERS = {"cls": LayerSpan(None, None), "patch_mean": LayerSpan(None, None),
+                  "last_token": LayerSpan(None, None)}
 #: The options every hf model (and its tiny twins) accepts.
 OPTIONS = (
     OptionSpec("instruction", str, DEFAULT_INSTRUCTION, changes_features=True,
@@ -69,8 +84,15 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _known(alias: str, hub_id: str, dims: dict[str, int], description: str) -> ExtractorSpec:
+def _known(alias: str, hub_id: str, dims: dict[str, int], description: str, *,
+           vision: tuple[int, int, bool], text: tuple[int, int]) -> ExtractorSpec:
+    """A named checkpoint: ``vision`` (depth, width, class token) and ``text`` (depth, width)
+    give its layer kinds."""
     add_alias(alias, f"hf:{hub_id}")
+    depth, width, has_cls = vision
+    layers = {"patch_mean": LayerSpan(depth, width), "last_token": LayerSpan(*text)}
+    if has_cls:
+        layers = {"cls": LayerSpan(depth, width), **layers}
     return ExtractorSpec(
         name=f"hf:{hub_id}",
         family="hf",
@@ -79,22 +101,27 @@ def _known(alias: str, hub_id: str, dims: dict[str, int], description: str) -> E
         description=description,
         notes="weights from the local Hugging Face cache or --weights DIR (never downloaded)",
         default_kinds=("visual", "aligned"),
+        layers=layers,
     )
 
 
 KNOWN_SPECS = [
     _known("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf",
            {"visual": 1024, "cls": 1024, "aligned": 4096, "last_token": 4096},
-           "LLaVA-1.5 7B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-7B"),
+           "LLaVA-1.5 7B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-7B",
+           vision=(24, 1024, True), text=(32, 4096)),
     _known("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf",
            {"visual": 1024, "cls": 1024, "aligned": 5120, "last_token": 5120},
-           "LLaVA-1.5 13B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-13B"),
+           "LLaVA-1.5 13B: CLIP ViT-L/14-336 (layer -2, CLS dropped) + 2-layer MLP projector + Vicuna-13B",
+           vision=(24, 1024, True), text=(40, 5120)),
     _known("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct",
            {"visual": 1280, "aligned": 1536, "last_token": 1536},
-           "Qwen2-VL 2B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-1.5B (fixed square input)"),
+           "Qwen2-VL 2B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-1.5B (fixed square input)",
+           vision=(32, 1280, False), text=(28, 1536)),
     _known("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct",
            {"visual": 1280, "aligned": 3584, "last_token": 3584},
-           "Qwen2-VL 7B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-7B (fixed square input)"),
+           "Qwen2-VL 7B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-7B (fixed square input)",
+           vision=(32, 1280, False), text=(28, 3584)),
 ]
 
 
@@ -115,15 +142,17 @@ class HFFamily(Family):
                 return spec
         if not name:
             raise UnknownNameError("empty hf model id; use hf:<hub id or local directory>")
-        if Path(name).expanduser().is_dir():  # one id per directory, however it was spelled
-            name = str(Path(name).expanduser().resolve())
+        local = Path(name).expanduser()
+        if local.is_dir():  # one id per directory, however it was spelled
+            name = str(local.resolve())
         return ExtractorSpec(
             name=f"hf:{name}",
             family="hf",
             kinds=dict.fromkeys(KINDS),
             weights=name,
-            description="Hugging Face VLM (LLaVA or Qwen2-VL); dims known after loading",
+            description="Hugging Face VLM; dims known after loading",
             default_kinds=("visual", "aligned"),
+            layers=_local_layers(local / "config.json") if local.is_dir() else UNKNOWN_LAYERS,
         )
 
     def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
@@ -141,6 +170,22 @@ class HFFamily(Family):
         except FeatkitError:
             return False
         return True
+
+
+def _local_layers(config_file: Path) -> dict[str, LayerSpan]:
+    """The layer kinds of a local checkpoint, read from its ``config.json`` without
+    transformers (unknown depths where the file or its vision tower type is not known)."""
+    try:
+        config = json.loads(config_file.read_text())
+        vision = vision_shape_from_json(config["vision_config"])
+        text = config["text_config"]
+        text_span = LayerSpan(int(text["num_hidden_layers"]), int(text["hidden_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return dict(UNKNOWN_LAYERS)
+    if vision is None:
+        return {**UNKNOWN_LAYERS, "last_token": text_span}
+    layers = {"patch_mean": LayerSpan(vision.depth, vision.width), "last_token": text_span}
+    return {"cls": LayerSpan(vision.depth, vision.width), **layers} if vision.has_cls else layers
 
 
 def _check_transformers() -> None:
@@ -187,15 +232,14 @@ def load_hf_vlm(
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise MissingWeightsError(f"cannot read the config of {spec.name} in {path}: {first_line(err)}") from None
-    architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    architecture = (config.architectures or [type(config).__name__])[0]
     if architecture not in ARCHITECTURES:
-        raise UnknownNameError(
-            f"{spec.name} is a {architecture}; the hf family supports "
-            f"{', '.join(ARCHITECTURES)}"
-        )
-    if ARCHITECTURES[architecture] == "llava" and options.get("image_size") is not None:
-        raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a LLaVA, whose "
-                           f"image processor fixes its input size (the option is for Qwen2-VL)")
+        raise UnknownNameError(f"{spec.name} is a {architecture}; the hf family supports {supported()}")
+    arch = ARCHITECTURES[architecture]
+    if not arch.fixed_size and options.get("image_size") is not None:
+        raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a "
+                           f"{architecture}, whose image processor fixes its input size (the option "
+                           f"is for models with dynamic resolution, e.g. Qwen2-VL)")
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float32
     if on_gpu and precision in ("bf16", "fp16"):
@@ -232,7 +276,7 @@ def load_hf_vlm(
         spec,
         model,
         processor,
-        architecture=ARCHITECTURES[architecture],
+        architecture=arch,
         weights_identity=weights_identity,
         adapter_identity=adapter_identity,
         device=device,
@@ -241,288 +285,3 @@ def load_hf_vlm(
         image_size=options.get("image_size"),
         base_model_reference=base_model_reference,
     )
-
-
-# -- the adapter --------------------------------------------------------------------------------
-
-
-class ImageTransform:
-    """PIL image -> the image processor's pixel tensor for that one image (picklable).
-
-    With ``fixed_size`` the image is first resized (shortest edge) and centre-cropped to a square,
-    so processors with dynamic resolution (Qwen2-VL) emit the same number of patches per image.
-    """
-
-    def __init__(self, image_processor: Any, fixed_size: int | None = None, batch_dim: bool = True) -> None:
-        self.image_processor = image_processor
-        self.fixed_size = fixed_size
-        self.batch_dim = batch_dim
-
-    def __call__(self, image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if self.fixed_size:
-            image = square_crop(image, self.fixed_size)
-        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
-        return pixels[0] if self.batch_dim else pixels
-
-
-def square_crop(image, size: int):
-    """Resize the shortest edge to ``size`` (bicubic), then centre-crop ``size`` x ``size``."""
-    from PIL import Image
-
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last non-padding token (works for left and right padding)."""
-    import torch
-
-    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
-    return (attention_mask.long() * positions).argmax(dim=1)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids counting real tokens only, so a left-padded row sees the positions 0..n-1."""
-    positions = attention_mask.long().cumsum(dim=1) - 1
-    return positions.clamp(min=0)
-
-
-class HFVLMExtractor(AdaptableExtractor):
-    """A loaded LLaVA / Qwen2-VL: ``visual``, ``cls`` (CLS towers), ``aligned``, ``last_token``.
-
-    :meth:`last_token` embeds any processor output (images and/or text, any padding side) and
-    :meth:`embed_texts` embeds texts with the same pooling, for zero-shot and adaptation. Its
-    pixel input is the image processor's (patchified for Qwen2-VL), so image-space attacks are
-    not offered (:meth:`differentiable_features` raises).
-    """
-
-    def __init__(
-        self,
-        spec: ExtractorSpec,
-        model: Any,
-        processor: Any,
-        *,
-        architecture: str,
-        weights_identity: str,
-        adapter_identity: str | None = None,
-        device: str = "cpu",
-        precision: str = "fp32",
-        instruction: str = DEFAULT_INSTRUCTION,
-        image_size: int | None = None,
-        base_model_reference: str | None = None,
-    ) -> None:
-        import inspect
-
-        import torch
-
-        self.spec = spec
-        self.model = model
-        self.base = model.model  # the multimodal model without the LM head
-        self.processor = processor
-        self.architecture = architecture
-        self.weights_identity = weights_identity
-        self.adapter_identity = adapter_identity
-        self.base_model_reference = base_model_reference or spec.name
-        self.device = str(device)
-        self.precision = precision
-        self.dtype = next(model.parameters()).dtype
-        self.instruction = instruction
-        self.image_token = processor.image_token
-        self.prompt = f"{self.image_token} {instruction}"
-        self._precomputed_images = "mm_encoder_outputs" in inspect.signature(self.base.forward).parameters
-        config = model.config
-        text_hidden = config.text_config.hidden_size
-        image_processor = processor.image_processor
-        if architecture == "llava":
-            layer = config.vision_feature_layer
-            self.feature_layer = layer
-            self.select_strategy = config.vision_feature_select_strategy
-            n_layers = 1 if isinstance(layer, int) else len(layer)
-            width = config.vision_config.hidden_size * n_layers
-            self.kinds = {"visual": width, "aligned": text_hidden, "last_token": text_hidden}
-            if any(hasattr(m, "class_embedding") for m in self.base.vision_tower.modules()):
-                self.kinds["cls"] = width
-            self.transform = ImageTransform(image_processor)
-            self._grid = None
-        else:
-            self.feature_layer = "last"
-            self.select_strategy = "full"
-            self.kinds = {"visual": config.vision_config.embed_dim, "aligned": text_hidden,
-                          "last_token": text_hidden}
-            size = int(image_size or DEFAULT_QWEN_IMAGE_SIZE)
-            self.transform = ImageTransform(image_processor, fixed_size=size, batch_dim=False)
-            self._grid = self._fixed_grid(size)
-        self.image_size = image_size if architecture == "llava" else size
-        self.square_crop_size = None if architecture == "llava" else size
-        self.preprocessing = {
-            **json.loads(image_processor.to_json_string()),
-            "featkit_square_crop": self.square_crop_size,
-        }
-        prompt_inputs = self._prompt_inputs()
-        self._prompt_ids = prompt_inputs["input_ids"][:1].to(self.device)
-        self._prompt_types = (prompt_inputs["mm_token_type_ids"][:1].to(self.device)
-                              if "mm_token_type_ids" in prompt_inputs else None)
-        del torch
-
-    # -- set-up helpers --
-
-    def _dummy_image(self):
-        from PIL import Image
-
-        size = self.image_size or 2 * max(getattr(self.model.config.vision_config, "image_size", 224), 1)
-        return Image.new("RGB", (size, size), (127, 127, 127))
-
-    def _fixed_grid(self, size: int):
-        import torch
-        from PIL import Image
-
-        image_processor = self.processor.image_processor
-        factor = image_processor.patch_size * image_processor.merge_size
-        if size % factor:
-            raise FeatkitError(f"image_size {size} must be a multiple of {factor} for {self.spec.name}")
-        out = image_processor(images=Image.new("RGB", (size, size)), return_tensors="pt")
-        expected = [1, size // image_processor.patch_size, size // image_processor.patch_size]
-        grid = out["image_grid_thw"]
-        if grid[0].tolist() != expected:
-            raise FeatkitError(
-                f"image_size {size} is outside {self.spec.name}'s processor pixel limits (it resizes to "
-                f"grid {grid[0].tolist()}); choose a size within size.shortest_edge..longest_edge pixels"
-            )
-        return torch.as_tensor(expected, device=self.device).view(1, 3)
-
-    def _prompt_inputs(self):
-        """The tokenised image prompt, the same for every image (fixed image size)."""
-        image = self._dummy_image()
-        if self._grid is not None:
-            image = square_crop(image, self.image_size)
-        return self.processor(text=[self.prompt], images=[image], return_tensors="pt")
-
-    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        image_processor = self.processor.image_processor
-        return (tuple(float(m) for m in image_processor.image_mean),
-                tuple(float(s) for s in image_processor.image_std))
-
-    def key_settings(self) -> dict[str, Any]:
-        return {
-            "instruction": self.instruction,
-            "prompt": self.prompt,
-            "adapter": self.adapter_identity,
-            "vision_feature_layer": self.feature_layer,
-            "vision_feature_select_strategy": self.select_strategy,
-            "pooling": "mean tokens; last_token: last non-padding token, L2-normalised",
-        }
-
-    # -- features --
-
-    def image_features(self, pixel_values: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any]:
-        """Pooled ``visual``/``cls``/``aligned`` of a stacked batch, and the model's own image
-        output (reusable by the LM pass)."""
-        import torch
-
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        if self.architecture == "llava":
-            output = self.base.get_image_features(pixel_values=pixel_values, return_dict=True)
-            layers = [self.feature_layer] if isinstance(self.feature_layer, int) else self.feature_layer
-            hidden = torch.cat([output.hidden_states[layer] for layer in layers], dim=-1)
-            tokens = hidden[:, 1:] if self.select_strategy == "default" else hidden
-            pooled = {"visual": tokens.mean(dim=1), "aligned": torch.stack(list(output.pooler_output)).mean(dim=1)}
-            if "cls" in self.kinds:
-                pooled["cls"] = hidden[:, 0]
-        else:
-            batch, patches, width = pixel_values.shape
-            output = self.base.get_image_features(
-                pixel_values=pixel_values.reshape(batch * patches, width),
-                image_grid_thw=self._grid.expand(batch, 3),
-                return_dict=True,
-            )
-            tokens = output.last_hidden_state.reshape(batch, patches, -1)
-            pooled = {"visual": tokens.mean(dim=1), "aligned": torch.stack(list(output.pooler_output)).mean(dim=1)}
-        return pooled, output
-
-    def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
-        import torch
-
-        self.check_kinds(kinds)
-        with torch.inference_mode():
-            pooled, image_output = self.image_features(images)
-            out = {k: pooled[k] for k in kinds if k in pooled}
-            if "last_token" in kinds:
-                batch = images.shape[0]
-                inputs = {
-                    "input_ids": self._prompt_ids.expand(batch, -1),
-                    "attention_mask": torch.ones_like(self._prompt_ids).expand(batch, -1),
-                    "pixel_values": images,
-                }
-                if self._grid is not None:
-                    inputs["pixel_values"] = images.reshape(-1, images.shape[-1])
-                    inputs["image_grid_thw"] = self._grid.expand(batch, 3)
-                    inputs["mm_token_type_ids"] = self._prompt_types.expand(batch, -1)
-                out["last_token"] = self.last_token(inputs, image_output=image_output)
-        return out
-
-    def last_token(
-        self, inputs: Mapping[str, Any], *, image_output: Any = None, grad: bool = False
-    ) -> torch.Tensor:
-        """L2-normalised final hidden state at each row's last real token of processor ``inputs``.
-
-        Calls the base model (no LM head, no KV cache). Positions come from the attention mask, so
-        left- and right-padded batches give the same vectors. ``image_output`` (from
-        :meth:`image_features` on the same pixels) skips re-running the vision tower. ``grad=True``
-        keeps the autograd graph (for training adapters on these embeddings).
-        """
-        import contextlib
-
-        import torch
-
-        kwargs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
-        mask = kwargs["attention_mask"]
-        if "pixel_values" in kwargs:
-            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.dtype)
-        if self.architecture == "llava" or "pixel_values" not in kwargs:
-            kwargs["position_ids"] = positions_from_mask(mask)
-        # with images, Qwen2-VL builds its M-RoPE positions from the mask and mm_token_type_ids
-        if image_output is not None and self._precomputed_images and "pixel_values" in kwargs:
-            del kwargs["pixel_values"]
-            kwargs["mm_encoder_outputs"] = {"image": image_output}
-        with contextlib.nullcontext() if grad else torch.inference_mode():
-            hidden = self.base(**kwargs, use_cache=False, return_dict=True).last_hidden_state
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
-            last = hidden[rows, last_token_index(mask).to(hidden.device)].float()
-        return torch.nn.functional.normalize(last, dim=-1)
-
-    def embed_texts(
-        self,
-        texts: Sequence[str],
-        *,
-        instruction: str | None = None,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> np.ndarray:
-        """``(len(texts), D)`` float32 last-token embeddings of ``"<instruction> <text>"`` (or the
-        bare text), batched by length to limit padding."""
-        import numpy as np
-        from tqdm.auto import tqdm
-
-        prompts = [f"{instruction} {text}" if instruction else str(text) for text in texts]
-        out = np.zeros((len(prompts), self.kinds["last_token"]), np.float32)
-        if not prompts:
-            return out
-        tokenizer = self.processor.tokenizer
-        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
-        with tqdm(total=len(prompts), desc="texts", unit="text", disable=not progress) as bar:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                encoded = tokenizer([prompts[i] for i in chunk], padding=True, return_tensors="pt")
-                vectors = self.last_token(
-                    {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-                )
-                out[chunk] = vectors.cpu().numpy()
-                bar.update(len(chunk))
-        return out

@@ -302,6 +302,7 @@ TINY_LLAVA = ExtractorSpec(
                 "seeded random init, for tests and the demo",
     notes="random weights by design",
     default_kinds=("visual", "aligned", "last_token"),
+    layers={"cls": LayerSpan(3, 32), "patch_mean": LayerSpan(3, 32), "last_token": LayerSpan(2, 48)},
 )
 
 TINY_QWEN2VL = ExtractorSpec(
@@ -314,6 +315,7 @@ TINY_QWEN2VL = ExtractorSpec(
                 "2-layer M-RoPE LM), seeded random init, for tests and the demo",
     notes="random weights by design",
     default_kinds=("visual", "aligned", "last_token"),
+    layers={"patch_mean": LayerSpan(2, 32), "last_token": LayerSpan(2, 48)},
 )
 
 def tiny_model_dir(model: str = "test:tiny-llava") -> Path:

@@ -1,0 +1,116 @@
+"""What each supported transformers VLM architecture needs beyond the common interface.
+
+transformers 5 gives every image-text-to-text model the same calls: ``get_image_features``
+(vision tower -> projector; the tower's ``hidden_states``/``last_hidden_state`` and the projected
+tokens in ``pooler_output``) and a base-model forward that accepts those features back as
+``mm_encoder_outputs``. :class:`~extractors.hf_vlm.HFVLMExtractor` drives any model through them;
+an :class:`Architecture` entry only names where the parts are and how the model's inputs differ.
+A model is matched by its config's ``architectures[0]`` (the ``*ForConditionalGeneration`` class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: how a batch of transformed images reaches ``get_image_features``
+IMAGE = "image"  # (B, C, H, W): one image per sample
+TILES = "tiles"  # (B, T, C, H, W) with fixed T: any-resolution tiles (base image first)
+FLAT = "flat"  # (B * P, C * t * p * p): Qwen's patchified pixels, P patches per image
+
+#: where ``visual`` comes from
+FEATURE_LAYER = "feature_layer"  # hidden_states[config.vision_feature_layer], select strategy
+LAST_HIDDEN = "last_hidden_state"  # the tower's last_hidden_state (what the projector receives)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture: ``name`` (featkit's, in key settings), its ``model_class``; ``vision``,
+    ``projector`` and ``language``: attribute paths from the base model (without the LM head) to
+    the vision tower, the projector and the language model; ``pixels``: :data:`IMAGE`,
+    :data:`TILES` or :data:`FLAT`; ``visual``: :data:`FEATURE_LAYER` or :data:`LAST_HIDDEN`;
+    ``image_inputs`` / ``text_inputs``: the processor outputs besides ``pixel_values`` /
+    ``input_ids``/``attention_mask`` that the model takes; ``mrope``: positions come from the
+    model (multimodal RoPE), not from the attention mask; ``fixed_size``: images are cropped to a
+    square of the ``image_size`` option first, so every image gives the same tokens (default
+    :meth:`default_size`); ``base``: attribute of the base model on the loaded class (``""``: the
+    class itself); ``description``: how ``featkit list models`` describes it."""
+
+    name: str
+    model_class: str
+    vision: str
+    projector: str
+    language: str = "language_model"
+    pixels: str = IMAGE
+    visual: str = FEATURE_LAYER
+    image_inputs: tuple[str, ...] = ()
+    text_inputs: tuple[str, ...] = ()
+    mrope: bool = False
+    fixed_size: bool = False
+    base: str = "model"
+    description: str = ""
+
+    def default_size(self, image_processor: Any, vision_config: Any) -> int | None:
+        """The square size images are cropped to when the option is not given (fixed-size
+        architectures), else None."""
+        if not self.fixed_size:
+            return None
+        if self.pixels == FLAT:
+            return DEFAULT_QWEN_IMAGE_SIZE
+        return 2 * int(vision_config.image_size)  # a 2 x 2 grid of tiles plus the base image
+
+
+DEFAULT_QWEN_IMAGE_SIZE = 448
+
+_ARCHITECTURES = (
+    Architecture("llava", "LlavaForConditionalGeneration", "vision_tower", "multi_modal_projector",
+                 description="LLaVA: vision tower layer vision_feature_layer -> MLP projector"),
+    Architecture("qwen2_vl", "Qwen2VLForConditionalGeneration", "visual", "visual.merger",
+                 pixels=FLAT, visual=LAST_HIDDEN, image_inputs=("image_grid_thw",),
+                 text_inputs=("mm_token_type_ids",), mrope=True, fixed_size=True,
+                 description="Qwen2-VL: ViT -> 2x2 PatchMerger (fixed square input)"),
+)
+#: ``config.architectures[0]`` -> its entry
+ARCHITECTURES: dict[str, Architecture] = {a.model_class: a for a in _ARCHITECTURES}
+
+
+@dataclass(frozen=True)
+class TowerShape:
+    """A vision tower's depth and width, and whether its first token is a class token."""
+
+    depth: int
+    width: int
+    has_cls: bool
+
+
+#: vision config ``model_type`` -> (depth key, width key, class token)
+_VISION_KEYS: dict[str, tuple[str, str, bool]] = {
+    "clip_vision_model": ("num_hidden_layers", "hidden_size", True),
+    "siglip_vision_model": ("num_hidden_layers", "hidden_size", False),
+    "siglip2_vision_model": ("num_hidden_layers", "hidden_size", False),
+    "qwen2_vl_vision": ("depth", "embed_dim", False),
+}
+
+
+def vision_shape(vision_config: Any) -> TowerShape | None:
+    """The vision tower's shape from its config (None: a tower type featkit does not know)."""
+    keys = _VISION_KEYS.get(vision_config.model_type)
+    if keys is None:
+        return None
+    depth, width, has_cls = keys
+    return TowerShape(int(getattr(vision_config, depth)), int(getattr(vision_config, width)), has_cls)
+
+
+def vision_shape_from_json(vision_config: Mapping[str, Any]) -> TowerShape | None:
+    """:func:`vision_shape` from a ``config.json``'s ``vision_config`` dict (no transformers)."""
+    keys = _VISION_KEYS.get(vision_config.get("model_type", ""))
+    if keys is None or keys[0] not in vision_config or keys[1] not in vision_config:
+        return None
+    depth, width, has_cls = keys
+    return TowerShape(int(vision_config[depth]), int(vision_config[width]), has_cls)
+
+
+def supported() -> str:
+    """The supported classes, for error messages."""
+    return ", ".join(ARCHITECTURES)
