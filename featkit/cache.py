@@ -13,22 +13,29 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featkit._version import __version__
 from featkit.errors import CacheError, FeatkitError
 
+if TYPE_CHECKING:
+    from featkit.datasets import Sample
+
 CACHE_FORMAT = 1
 FEATURES_GROUP = "features"
+#: bytes per HDF5 chunk of a feature dataset (each chunk carries a fletcher32 checksum)
+CHUNK_BYTES = 1 << 22
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -45,12 +52,63 @@ def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def samples_digest(sample_ids: Sequence[str], labels: Sequence[int]) -> str:
-    """Digest of a split's sample list, so a changed split never reuses old features."""
+def sample_file(sample: Sample) -> str | None:
+    """The file an image is read from, or None for in-memory datasets (digits, CIFAR batches)."""
+    locator = sample.locator
+    return os.fspath(locator) if isinstance(locator, (str, os.PathLike)) else None
+
+
+def file_stat(path: str) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a file, ``(-1, -1)`` when it is missing (extraction then reports
+    it as an unreadable image)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """Digest of a split's contents: each sample's id and label and, for an image stored as a
+    file, that file's size and modification time, so a changed split, or a replaced or fixed
+    image, never reuses old features. In-memory datasets (digits) hash ids and labels only,
+    exactly as before files were stat'ed, so their keys did not change."""
     digest = hashlib.sha256()
-    for sid, label in zip(sample_ids, labels):
-        digest.update(f"{sid}\t{int(label)}\n".encode())
+    for sample in samples:
+        line = f"{sample.sample_id}\t{int(sample.label)}"
+        path = sample_file(sample)
+        if path is not None:
+            size, mtime_ns = file_stat(path)
+            line += f"\t{size}\t{mtime_ns}"
+        digest.update(f"{line}\n".encode())
     return digest.hexdigest()
+
+
+def contents_digest(samples: Sequence[Sample]) -> str:
+    """Digest of a split's image bytes (``featkit extract --verify``): ids, labels and each
+    file's sha256, for changes that keep a file's size and modification time."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        path = sample_file(sample)
+        content = _file_sha256(path) if path is not None else "-"
+        digest.update(f"{sample.sample_id}\t{int(sample.label)}\t{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()
+
+
+def key_digest(fields: Mapping[str, Any]) -> str:
+    """The 16-hex-digit digest a cache file is named by, from its key fields."""
+    return hashlib.sha256(_canonical_json(dict(fields)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -82,7 +140,7 @@ class CacheKey:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(_canonical_json(self.as_dict()).encode()).hexdigest()[:16]
+        return key_digest(self.as_dict())
 
     def path(self, root: Path) -> Path:
         return root / slug(self.model) / self.dataset / f"{self.split}-{self.digest}.h5"
@@ -128,10 +186,15 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+#: errno values that mean "no room to write": the disk, a quota, or a file size limit
+_NO_ROOM = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file size limit reached"}
+
+
 def _disk_full(err: OSError, path: Path) -> FeatkitError:
     return CacheError(
-        f"disk full while writing {path}; free space there or choose another --cache-dir "
-        f"(finished shards are kept and the next run resumes)"
+        f"{_NO_ROOM.get(err.errno, 'disk full')} while writing {path}; free space there or "
+        f"choose another --cache-dir (finished shards are kept and the next run resumes)"
     )
 
 
@@ -148,7 +211,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if err.errno == errno.ENOSPC:
+        if err.errno in _NO_ROOM:
             raise _disk_full(err, path) from None
         raise
     except BaseException:
@@ -228,6 +291,123 @@ def read_parts_meta(parts: Path) -> dict[str, Any] | None:
 # -- the final file ---------------------------------------------------------------------------
 
 
+#: writes after a failed one that :class:`_StopAtFirstError` keeps in memory (larger ones are
+#: chunks of feature data, never read back while writing)
+_HOLD_LIMIT = 1 << 20
+
+
+class _StopAtFirstError(io.RawIOBase):
+    """The file h5py writes the final cache file through (its ``fileobj`` driver): after the
+    first failed write (disk full, quota, size limit) nothing more goes to disk and the error is
+    remembered; later writes are kept in memory so HDF5 reads back what it wrote. HDF5 never
+    sees a failed write, so its handles close cleanly and the error is raised once they are
+    closed: one line, instead of h5py tracebacks, "Exception ignored" traces and a crash."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "w+b", buffering=0)
+        self.error: OSError | None = None
+        self._held: list[tuple[int, bytes]] = []  # (offset, bytes) written after the error
+        self._size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == io.SEEK_END:
+            return self._file.seek(self._size + offset)
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._file.tell()
+        got = self._file.readinto(view) or 0
+        view[got:] = bytes(len(view) - got)
+        for offset, data in self._held:  # later writes override earlier ones
+            lo, hi = max(start, offset), min(start + len(view), offset + len(data))
+            if lo < hi:
+                view[lo - start : hi - start] = data[lo - offset : hi - offset]
+        count = max(0, min(len(view), self._size - start))
+        self._file.seek(start + count)
+        return count
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        start = self._file.tell()
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self._file.write(view[done:])
+            except OSError as err:
+                self.error = err
+        if self.error is not None:
+            if len(view) <= _HOLD_LIMIT:  # metadata HDF5 may read back; not bulk chunk data
+                self._held.append((start, bytes(view)))
+            self._file.seek(start + len(view))
+        self._size = max(self._size, start + len(view))
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.tell() if size is None else size
+        if self.error is None:
+            try:
+                self._file.truncate(size)
+            except OSError as err:
+                self.error = err
+        self._size = size
+        return size
+
+    def close(self) -> None:
+        self._file.close()
+        self._held.clear()
+        super().close()
+
+
+def _checksummed(parent, name: str, data: np.ndarray) -> None:
+    """A numeric dataset in row chunks of about :data:`CHUNK_BYTES`, each with HDF5's
+    fletcher32 checksum, so flipped bytes fail the read instead of reaching a probe."""
+    row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
+    rows = max(1, min(len(data), CHUNK_BYTES // row_bytes))
+    if 0 in data.shape[1:]:
+        parent.create_dataset(name, data=data, track_times=False)  # nothing to checksum
+        return
+    parent.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]),
+                          maxshape=(None, *data.shape[1:]), fletcher32=True, track_times=False)
+
+
+def _fill(handle, target: _StopAtFirstError, arrays: Mapping[str, np.ndarray], labels,
+          sample_ids: Sequence[str], class_names: Sequence[str], attrs: Mapping[str, Any]) -> None:
+    """Write the datasets and attributes, stopping after the first step whose write failed (no
+    room): the file is then only closed."""
+    import h5py
+
+    group = handle.create_group(FEATURES_GROUP, track_order=True)
+    for kind, array in arrays.items():
+        _checksummed(group, kind, array)
+        if target.error is not None:
+            return
+    _checksummed(handle, "labels", np.asarray(labels, dtype=np.int64))
+    for name, values in (("sample_ids", sample_ids), ("class_names", class_names)):
+        if target.error is not None:
+            return
+        handle.create_dataset(name, data=np.array(list(values), dtype=object),
+                              dtype=h5py.string_dtype("utf-8"), track_times=False)
+    for name, value in attrs.items():
+        if target.error is not None:
+            return
+        handle.attrs[name] = _attr_value(value)
+
+
 def write_final(
     path: Path,
     *,
@@ -237,21 +417,26 @@ def write_final(
     class_names: Sequence[str],
     attrs: Mapping[str, Any],
 ) -> Path:
-    """Write the assembled file atomically (contiguous, uncompressed, no timestamps)."""
+    """Write the assembled file atomically (features and labels checksummed, no timestamps, the
+    same bytes for the same contents). No room to write it is a one-line :class:`CacheError`;
+    the shards stay, so the next run only assembles."""
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    str_dtype = h5py.string_dtype("utf-8")
+    arrays = {kind: np.ascontiguousarray(features[kind], dtype=np.float32) for kind in sorted(features)}
+    needed = sum(a.nbytes for a in arrays.values()) + 8 * len(labels)
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < needed:
+            raise _disk_full(OSError(errno.ENOSPC, "no space"), path)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as handle:
-            group = handle.create_group(FEATURES_GROUP, track_order=True)
-            for kind in sorted(features):
-                group.create_dataset(kind, data=np.ascontiguousarray(features[kind], dtype=np.float32), track_times=False)
-            handle.create_dataset("labels", data=np.asarray(labels, dtype=np.int64), track_times=False)
-            handle.create_dataset("sample_ids", data=np.array(list(sample_ids), dtype=object), dtype=str_dtype, track_times=False)
-            handle.create_dataset("class_names", data=np.array(list(class_names), dtype=object), dtype=str_dtype, track_times=False)
-            for name, value in attrs.items():
-                handle.attrs[name] = _attr_value(value)
+        target = _StopAtFirstError(tmp)
+        try:
+            with h5py.File(target, "w", track_order=True) as handle:
+                _fill(handle, target, arrays, labels, sample_ids, class_names, attrs)
+        finally:
+            target.close()
+        if target.error is not None:
+            raise target.error
     return path
 
 
@@ -283,6 +468,100 @@ def _decode_attrs(attrs) -> dict[str, Any]:
                 value = json.loads(value)
         out[name] = value
     return out
+
+
+#: a cache file's name: ``<split>-<key digest>.h5``
+_FILE_NAME = re.compile(r"^(?P<split>.+)-(?P<key>[0-9a-f]{16})\.h5$")
+
+
+def named_key(path: Path) -> str | None:
+    """The key digest a cache file's name claims, or None for a name featkit did not give."""
+    match = _FILE_NAME.match(path.name)
+    return match["key"] if match else None
+
+
+def check_file(path: Path, *, data: bool = False) -> str | None:
+    """Why ``path`` is not a usable cache file, in a few words (one line), or None.
+
+    Always checked (cheap): the file opens (a truncated one does not), holds what featkit
+    writes with rows that agree, and is the file its name and folder claim: its ``key``
+    attribute is the digest in its name and the digest of its ``key_fields``, and its model,
+    dataset and split are the folders' (another key's file put under this name is *foreign*).
+    With ``data`` every dataset is read, so the fletcher32 checksums catch flipped bytes.
+    """
+    return inspect_file(path, data=data)[1]
+
+
+def inspect_file(path: Path, *, data: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+    """``(attributes, problem)`` of a cache file: :func:`check_file`'s problem (None when the
+    file is usable) and its decoded attributes (None when they cannot be read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = _decode_attrs(handle.attrs)
+            problem = _structure_problem(handle, attrs)
+            if problem is None and data:
+                problem = _data_problem(handle)
+    except OSError as err:
+        return None, f"unreadable or truncated ({h5py_reason(err)})"
+    return attrs, problem or _key_problem(path, attrs)
+
+
+def h5py_reason(err: BaseException) -> str:
+    """h5py's error message on one short line."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _structure_problem(handle, attrs: Mapping[str, Any]) -> str | None:
+    missing = [n for n in (FEATURES_GROUP, "labels", "sample_ids", "class_names") if n not in handle]
+    if missing:
+        return f"not a featkit cache file (no {', '.join(missing)})"
+    n = handle["labels"].shape[0] if handle["labels"].shape else -1
+    for kind, dataset in handle[FEATURES_GROUP].items():
+        if len(dataset.shape) != 2 or dataset.shape[0] != n:
+            return f"inconsistent: features/{kind} has shape {dataset.shape} for {n} labels"
+    if handle["sample_ids"].shape != (n,) or attrs.get("n", n) != n:
+        return f"inconsistent: {n} labels, {handle['sample_ids'].shape[0]} sample ids, n={attrs.get('n')}"
+    return None
+
+
+def _data_problem(handle) -> str | None:
+    """Read every dataset (in blocks of about :data:`CHUNK_BYTES`); a checksum or decoding
+    failure names the dataset."""
+    numeric = [(f"{FEATURES_GROUP}/{k}", v) for k, v in handle[FEATURES_GROUP].items()]
+    numeric.append(("labels", handle["labels"]))
+    for name, dataset in numeric:
+        row_bytes = max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize)
+        step = max(1, CHUNK_BYTES // row_bytes)
+        try:
+            for start in range(0, dataset.shape[0], step):
+                dataset[start : start + step]
+        except OSError as err:
+            return f"corrupt data in {name} ({h5py_reason(err)})"
+    for name in ("sample_ids", "class_names"):
+        try:
+            handle[name].asstr()[()]
+        except (OSError, UnicodeDecodeError) as err:
+            return f"corrupt data in {name} ({h5py_reason(err)})"
+    return None
+
+
+def _key_problem(path: Path, attrs: Mapping[str, Any]) -> str | None:
+    claimed = named_key(path)
+    if claimed is None:
+        return None  # a file the user named: nothing to compare its contents with
+    stored, fields = attrs.get("key"), attrs.get("key_fields")
+    what = f"{attrs.get('model')} features of {attrs.get('dataset')}/{attrs.get('split')}"
+    if stored != claimed:
+        return f"foreign: it holds {what} (key {stored}), not the key {claimed} its name claims"
+    if not isinstance(fields, dict) or key_digest(fields) != stored:
+        return "foreign: its key fields do not hash to its key (attributes edited or corrupt)"
+    where = (path.parent.parent.name, path.parent.name, _FILE_NAME.match(path.name)["split"])
+    if where != (slug(str(attrs.get("model"))), attrs.get("dataset"), attrs.get("split")):
+        return f"foreign: it holds {what}, not the model, dataset and split of its folder and name"
+    return None
 
 
 def file_kinds(path: Path) -> list[str]:

@@ -26,9 +26,12 @@ from featkit.cache import (
     Shard,
     base_attrs,
     cache_root,
+    check_file,
+    contents_digest,
     file_kinds,
     key_lock,
     parts_dir,
+    read_attrs,
     read_parts_meta,
     read_shard,
     samples_digest,
@@ -164,7 +167,7 @@ def _split_key(extractor, model_id: str, dataset: ImageDataset, split: str, samp
         dataset=dataset.name,
         data_root=dataset.key_root(),
         split=split,
-        samples=samples_digest([s.sample_id for s in samples], [s.label for s in samples]),
+        samples=samples_digest(samples),
     )
 
 
@@ -184,6 +187,7 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     skip_bad: bool = False,
+    verify: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: bool = True,
@@ -197,7 +201,9 @@ def extract(
     ``adapter`` a peft adapter directory for the families that apply one. ``extractor`` may pass
     an already-loaded adapter (its spec must be ``model``'s). An image with more than
     ``max_pixels`` pixels (0: no limit) is a bad image: it stops the run, or ``skip_bad`` leaves
-    it out like an undecodable one.
+    it out like an undecodable one. A cached file is reused when its key matches the data (ids,
+    labels, each image file's size and modification time) and it passes its checksums; with
+    ``verify`` the images' bytes are hashed too and must match the ones it was extracted from.
     """
     from extractors import check_options, get_spec, load_extractor
 
@@ -224,8 +230,12 @@ def extract(
         print(f"featkit: {precision} runs on GPU only; using fp32 on CPU", file=sys.stderr)
         precision = "fp32"
     if extractor is None:
-        extractor = load_extractor(model, weights=weights, adapter=adapter, device=device,
-                                   precision=precision, options=options)
+        from extractors.weights import reading_checkpoint
+
+        reading = reading_checkpoint(weights) if weights is not None else contextlib.nullcontext()
+        with reading:  # a checkpoint the family's library cannot read is one line naming it
+            extractor = load_extractor(model, weights=weights, adapter=adapter, device=device,
+                                       precision=precision, options=options)
     # join torchrun's group only after loading: some loaders save/build files on rank 0 only once
     # torch.distributed is initialised (transformers' save_pretrained)
     dist = distributed.init(device) if distributed.launched_by_torchrun() else None
@@ -237,7 +247,7 @@ def extract(
                 extractor, spec.name, ds, split, split_samples[split], kinds,
                 root=root, batch_size=batch_size, device=device, precision=precision,
                 num_workers=resolve_num_workers(num_workers), overwrite=overwrite, skip_bad=skip_bad,
-                shard_size=shard_size, progress=progress, model_alias=model, dist=dist,
+                shard_size=shard_size, progress=progress, model_alias=model, dist=dist, verify=verify,
             )
         )
     return summaries
@@ -245,7 +255,7 @@ def extract(
 
 def _extract_split(
     extractor, model_id, ds, split, samples, kinds, *, root, batch_size, device, precision,
-    num_workers, overwrite, skip_bad, shard_size, progress, model_alias, dist=None,
+    num_workers, overwrite, skip_bad, shard_size, progress, model_alias, dist=None, verify=False,
 ) -> SplitSummary:
     """Extract one split: reuse the file on a hit, else resume or compute the shards, assemble.
 
@@ -267,14 +277,14 @@ def _extract_split(
     with lock:
         plan = None
         if main:
-            plan = _plan_split(path, parts, key, kinds, overwrite=overwrite, shard_size=shard_size, batch_size=batch_size)
+            contents = contents_digest(samples) if verify else None
+            plan = _plan_split(path, parts, key, kinds, overwrite=overwrite, shard_size=shard_size,
+                               batch_size=batch_size, contents=contents)
             if dist is not None:
                 distributed.clear_claims(parts)
         plan = distributed.broadcast(dist, plan)
         if plan["cached"]:
-            from featkit.featureset import load_file
-
-            meta = load_file(path, plan["kinds"][0]).meta
+            meta = read_attrs(path)
             return SplitSummary(split, path, int(meta.get("n", len(samples))),
                                 {k: int(d) for k, d in (meta.get("dims") or {}).items() if k in kinds},
                                 time.perf_counter() - started, cached=True,
@@ -309,7 +319,8 @@ def _extract_split(
         if main:
             summary = _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts,
                                 n_shards=n_shards, shard_size=shard_size, batch_size=batch_size,
-                                device=device, precision=precision, skip_bad=skip_bad)
+                                device=device, precision=precision, skip_bad=skip_bad,
+                                contents=plan["contents"])
         summary = distributed.broadcast(dist, summary)
         summary.seconds = time.perf_counter() - started
         summary.shards_done, summary.shards_reused = len(missing), n_shards - len(missing)
@@ -323,23 +334,52 @@ def _job_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=f"{desc} (all ranks)", unit="img", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
-def _plan_split(path: Path, parts: Path, key: CacheKey, kinds, *, overwrite, shard_size, batch_size) -> dict[str, Any]:
-    """Decide (under the key lock) whether the file is a hit and which shard layout to use."""
+def _plan_split(path: Path, parts: Path, key: CacheKey, kinds, *, overwrite, shard_size, batch_size,
+                contents: str | None = None) -> dict[str, Any]:
+    """Decide (under the key lock) whether the file is a hit and which shard layout to use.
+
+    A file that fails :func:`~featkit.cache.check_file` (truncated, corrupt, foreign) or, with
+    ``contents`` (``--verify``), was extracted from other image bytes is reported in one line
+    and rebuilt; shards cut from other image bytes are dropped.
+    """
     if path.exists() and not overwrite:
-        have = file_kinds(path)
-        if set(kinds) <= set(have):
-            return {"cached": True, "kinds": list(kinds)}
-        kinds = sorted(set(kinds) | set(have))  # re-extract with the union, replacing the file
-    if overwrite and parts.exists():
-        shutil.rmtree(parts)
+        broken = check_file(path, data=True)
+        changed = None if broken else _contents_problem(read_attrs(path).get("contents"), contents)
+        if broken:
+            print(f"featkit: {path}: {broken}; removing it and extracting again", file=sys.stderr)
+            path.unlink()
+        elif changed:
+            print(f"featkit: {path}: {changed}; extracting again", file=sys.stderr)
+        else:
+            have = file_kinds(path)
+            if set(kinds) <= set(have):
+                return {"cached": True, "kinds": list(kinds)}
+            kinds = sorted(set(kinds) | set(have))  # re-extract with the union, replacing the file
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         stale.unlink(missing_ok=True)
     meta = read_parts_meta(parts)
+    other_bytes = contents is not None and (meta or {}).get("contents") != contents
+    if parts.exists() and (overwrite or other_bytes):
+        shutil.rmtree(parts)
+        meta = None
     if meta and meta.get("key") == key.digest:  # resume with the layout the shards were cut with
         shard_size = int(meta["shard_size"])
         batch_size = int(meta.get("batch_size", batch_size))
-    write_parts_meta(parts, {"key": key.digest, "shard_size": shard_size, "batch_size": batch_size})
-    return {"cached": False, "kinds": list(kinds), "shard_size": shard_size, "batch_size": batch_size}
+    write_parts_meta(parts, {"key": key.digest, "key_fields": key.as_dict(), "shard_size": shard_size,
+                             "batch_size": batch_size, "contents": contents})
+    return {"cached": False, "kinds": list(kinds), "shard_size": shard_size, "batch_size": batch_size,
+            "contents": contents}
+
+
+def _contents_problem(recorded: str | None, contents: str | None) -> str | None:
+    """Why a file's recorded image bytes do not match the ones hashed now (``--verify``)."""
+    if contents is None:
+        return None
+    if recorded is None:
+        return "extracted without --verify, so its images' bytes were never hashed"
+    if recorded != contents:
+        return "its images' bytes changed since extraction (same sizes and modification times)"
+    return None
 
 
 def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, batch_size, device,
@@ -406,7 +446,8 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
 
 
 def _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts, *,
-              n_shards, shard_size, batch_size, device, precision, skip_bad) -> SplitSummary:
+              n_shards, shard_size, batch_size, device, precision, skip_bad,
+              contents=None) -> SplitSummary:
     feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     positions: list[np.ndarray] = []
     skipped: list[np.ndarray] = []
@@ -455,6 +496,8 @@ def _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, 
             "versions": _library_versions(),
         }
     )
+    if contents is not None:
+        attrs["contents"] = contents  # the images' bytes (--verify), checked by a later --verify
     write_final(
         path,
         features=arrays,

@@ -16,7 +16,11 @@ def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_dataset(parser: argparse.ArgumentParser, *, multi_dataset: bool = False) -> None:
+def add_model_dataset(parser: argparse.ArgumentParser, *, multi_dataset: bool = False,
+                      data_root: bool = False) -> None:
+    """``--model``, ``--dataset``, ``--weights``, ``--adapter`` and, with ``data_root``,
+    ``--data-root`` (the root given to ``featkit extract``: the cache file extracted from the
+    data there is read, when several match)."""
     parser.add_argument("--model", required=True, help="model id or alias (see 'featkit list models')")
     parser.add_argument(
         "--dataset",
@@ -25,6 +29,10 @@ def add_model_dataset(parser: argparse.ArgumentParser, *, multi_dataset: bool = 
     )
     parser.add_argument("--weights", default=None, help="local weights file or directory the features were extracted with")
     parser.add_argument("--adapter", default=None, help="peft adapter directory the features were extracted with")
+    if data_root:
+        parser.add_argument("--data-root", default=None,
+                            help="the dataset root given to 'featkit extract': read the cache file "
+                            "whose key matches the data there (default: the newest matching file)")
 
 
 def add_features(parser: argparse.ArgumentParser, default: str = "visual") -> None:
@@ -53,11 +61,12 @@ def emit(record: dict[str, Any], table: str, json_path: str | None) -> None:
 
 def source_from(args: argparse.Namespace):
     """The cached features a command reads (``--model``, ``--features``, ``--weights``,
-    ``--adapter``, ``--cache-dir``)."""
+    ``--adapter``, ``--cache-dir`` and, where the command has it, ``--data-root``)."""
     from featkit.tasks.loading import FeatureSource
 
     return FeatureSource(model=args.model, features=args.features, weights=args.weights,
-                         adapter=args.adapter, cache_dir=args.cache_dir)
+                         adapter=args.adapter, cache_dir=args.cache_dir,
+                         data_root=vars(args).get("data_root"))
 
 
 # --------------------------------------------------------------------------- checked values

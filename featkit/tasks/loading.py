@@ -28,13 +28,17 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FeatureSource:
     """Which cached features a task reads: ``model``'s ``features`` kind, extracted with
-    ``weights`` and ``adapter`` (local paths, or None), under ``cache_dir``."""
+    ``weights`` and ``adapter`` (local paths, or None), under ``cache_dir``. With ``data_root``
+    (the root given to ``featkit extract``) the file whose key matches the data there is read;
+    without it the newest matching file, with a note in :attr:`FeatureSet.notes` naming any
+    others."""
 
     model: str
     features: str = "visual"
     weights: str | None = None
     adapter: str | None = None
     cache_dir: str | os.PathLike | None = None
+    data_root: str | os.PathLike | None = None
 
     def load(self, dataset: str, split: str) -> FeatureSet:
         """One cached split (:func:`featkit.load`), refused when it is empty or holds
@@ -42,7 +46,7 @@ class FeatureSource:
         import featkit
 
         fs = featkit.load(self.model, dataset, split, self.features, cache_dir=self.cache_dir,
-                          weights=self.weights, adapter=self.adapter)
+                          weights=self.weights, adapter=self.adapter, data_root=self.data_root)
         check_usable(fs, dataset, split)
         return fs
 

@@ -52,6 +52,20 @@ def assert_same_file(a: Path, b: Path) -> None:
             assert np.array_equal(ca[key], cb[key]), key  # bitwise for float32
 
 
+def assert_same_bytes_but_created_at(a: Path, b: Path) -> None:
+    """The README's claim: the file has the bytes of the other run's but for the value of its
+    ``created_at`` attribute (a timestamp of fixed length)."""
+    da, db = a.read_bytes(), b.read_bytes()
+    assert len(da) == len(db)
+    with h5py.File(a, "r") as handle:
+        stamp = handle.attrs["created_at"]
+    stamp = (stamp if isinstance(stamp, bytes) else stamp.encode())
+    start = da.find(stamp)
+    assert start >= 0 and da.find(stamp, start + 1) == -1
+    differ = np.flatnonzero(np.frombuffer(da, np.uint8) != np.frombuffer(db, np.uint8))
+    assert differ.size == 0 or (differ.min() >= start and differ.max() < start + len(stamp))
+
+
 def test_round_trip_matches_direct_forward(digits_cache):
     fs = featkit.load("test:tiny-clip", "digits", "val", "visual", cache_dir=digits_cache)
     ds = open_dataset("digits")
@@ -100,10 +114,13 @@ def test_changed_weights_never_reuse_features(tmp_path):
     weights = _other_tiny_clip_weights(tmp_path / "tiny.pt")
     changed = extract("test:tiny-clip", "digits", splits=["val"], weights=weights, cache_dir=cache, progress=False)[0]
     assert not changed.cached and changed.path != base.path
-    with pytest.raises(CacheError, match="2 cache files match"):
-        featkit.load("test:tiny-clip", "digits", "val", cache_dir=cache)
+    newest = featkit.load("test:tiny-clip", "digits", "val", cache_dir=cache)
+    assert newest.path == changed.path  # without --weights: the newest, with a note naming the other
+    assert len(newest.notes) == 1 and "2 cache files match" in newest.notes[0]
+    assert str(base.path) in newest.notes[0]
     mine = featkit.load("test:tiny-clip", "digits", "val", cache_dir=cache, weights=weights)
     assert mine.path == changed.path and mine.meta["weights"].startswith("sha256:")
+    assert mine.notes == []
     assert not np.allclose(featkit.load_file(base.path, "visual").features, mine.features)
 
 
@@ -195,6 +212,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path):
     final = next(cache.rglob("train-*.h5"))
     assert not parts_dir(final).exists()
     assert_same_file(final, reference.path)
+    assert_same_bytes_but_created_at(final, reference.path)
 
 
 def test_two_concurrent_writers_on_one_key(tmp_path):
@@ -209,6 +227,7 @@ def test_two_concurrent_writers_on_one_key(tmp_path):
     reference = extract("pixels:8", "digits", splits=["train"], cache_dir=tmp_path / "ref",
                         shard_size=96, batch_size=32, progress=False, num_workers=0)[0]
     assert_same_file(files[0], reference.path)
+    assert_same_bytes_but_created_at(files[0], reference.path)
 
 
 def test_non_finite_features_are_refused(tmp_path):
