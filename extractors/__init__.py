@@ -7,7 +7,7 @@ importing this package (and ``featkit --help``) stays instant.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from extractors.base import (
@@ -36,6 +36,7 @@ __all__ = [
     "check_options",
     "families",
     "get_spec",
+    "layer_features",
     "load_extractor",
     "register",
     "resolve_alias",
@@ -115,6 +116,20 @@ def check_options(
     family = families()[spec.family]
     models = adapter_models() if adapter and not family.accepts_adapter_for(spec) else ()
     return family.check_options(spec, options, adapter=adapter, adapter_models=models)
+
+
+def layer_features(model: str | ExtractorSpec, layers: str | Sequence[int],
+                   features: Sequence[str] | None = None) -> list[str]:
+    """The feature kinds of ``--features`` (None: the model's defaults) plus the layer kinds of
+    ``--layers`` (``"all"`` or block numbers such as ``"-1,-2,12"``): ``cls@L`` and
+    ``patch_mean@L`` of the vision tower and ``last_token@L`` of a VLM's language model, for
+    every per-layer kind the model has (see :mod:`extractors.layers`)."""
+    from extractors.layers import expand_layers, parse_layers
+
+    spec = model if isinstance(model, ExtractorSpec) else get_spec(model)
+    kinds = list(features) if features else list(spec.default_features)
+    extra = expand_layers(spec.layers, parse_layers(layers), model=spec.name)
+    return kinds + [kind for kind in extra if kind not in kinds]
 
 
 def load_extractor(

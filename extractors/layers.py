@@ -95,12 +95,12 @@ def parse_layers(text: str | Sequence[int]) -> LayerSelection:
         if isinstance(item, bool) or number == 0:
             raise FeatkitError(
                 f"--layers entry {item!r}: use 'all' or non-zero block numbers, 1 = the first "
-                f"block, -1 = the last (e.g. --layers -1,-2,12)"
+                f"block, -1 = the last (e.g. --layers=-1,-2,12)"
             )
         if number not in numbers:
             numbers.append(number)
     if not numbers:
-        raise FeatkitError("--layers names no layer; use 'all' or e.g. -1,-2,12")
+        raise FeatkitError("--layers names no layer; use 'all' or e.g. --layers=-1,-2,12")
     return tuple(numbers)
 
 
@@ -134,7 +134,7 @@ def expand_layers(layers: Mapping[str, LayerSpan], selection: LayerSelection, *,
             if span.depth is None:
                 raise FeatkitError(
                     f"--layers all: the depth of {model}'s {base} tower is known only once it is "
-                    f"loaded; list the layers (e.g. --layers -1,-2,-3)"
+                    f"loaded; list the layers (e.g. --layers=-1,-2,-3)"
                 )
             numbers: Sequence[int] = range(1, span.depth + 1)
         else:

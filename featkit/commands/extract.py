@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name; see 'featkit list datasets'")
     parser.add_argument("--data-root", default=None, help="dataset root (default: $FEATKIT_DATA/<dataset> or ./data/<dataset>)")
     parser.add_argument("--splits", type=names, default="train,val,test", help="comma-separated splits (default: train,val,test)")
-    parser.add_argument("--features", type=names, default=None, help="comma-separated feature kinds (default: the model's defaults)")
+    parser.add_argument("--features", type=names, default=None, help="comma-separated feature kinds (default: the model's defaults); layer kinds such as cls@12, patch_mean@-2, last_token@20 too")
+    parser.add_argument("--layers", type=names, default=None, help="features of every layer, in the same pass: 'all' or block numbers (1 = the first, -1 = the last), e.g. --layers=-1,-2,12 (with '=', as the list starts with a minus); adds cls@L and patch_mean@L of the vision tower and last_token@L of a VLM's language model to --features ('featkit list models' shows each model's layers)")
     parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
     parser.add_argument("--adapter", default=None, help="peft adapter directory to apply (models that take adapters: hf VLMs)")
     parser.add_argument("--instruction", default=None, help="instruction for last_token embeddings (VLMs; the option instruction)")
@@ -71,13 +72,18 @@ def run(args: argparse.Namespace) -> int:
         options[key.strip()] = value.strip()
     if args.instruction:
         options["instruction"] = args.instruction
+    features = split_list(args.features) or None
+    if args.layers:
+        from extractors import layer_features
+
+        features = layer_features(args.model, args.layers, features)
     started = time.perf_counter()
     summaries = extract(
         args.model,
         args.dataset,
         data_root=args.data_root,
         splits=split_list(args.splits),
-        features=split_list(args.features) or None,
+        features=features,
         weights=args.weights,
         adapter=args.adapter,
         batch_size=args.batch_size,

@@ -45,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
     for model_id, spec in specs.items():
         row = {"alias": ", ".join(sorted(by_id.get(model_id, []))), "id": model_id}
         if spec is None:
-            row.update(kinds="?", input="?", weights="?", offline="?", options="?", notes="library not installed")
+            row.update(kinds="?", layers="?", input="?", weights="?", offline="?", options="?",
+                       notes="library not installed")
         else:
             row["kinds"] = ", ".join(f"{k}={d if d else '?'}" for k, d in spec.kinds.items())
+            row["layers"] = _layers(spec.layers)
             row["input"] = f"{spec.preprocessing.size}px" if spec.preprocessing else "-"
             row["weights"] = spec.weights
             row["offline"] = {True: "yes", False: "no", None: "?"}[fams[spec.family].weights_available(spec)]
@@ -57,5 +59,14 @@ def run(args: argparse.Namespace) -> int:
             row["options"] = ", ".join(accepted) or "-"
             row["notes"] = spec.notes
         rows.append(row)
-    print(format_table(rows, ["alias", "id", "kinds", "input", "weights", "offline", "options", "notes"]))
+    print(format_table(rows, ["alias", "id", "kinds", "layers", "input", "weights", "offline", "options",
+                              "notes"]))
     return 0
+
+
+def _layers(layers) -> str:
+    """``cls,patch_mean@1..24; last_token@1..32``: the layer kinds ``--layers`` can extract."""
+    groups: dict[str, list[str]] = {}
+    for base, span in layers.items():
+        groups.setdefault(span.describe(), []).append(base)
+    return "; ".join(f"{','.join(bases)}@{blocks}" for blocks, bases in groups.items()) or "-"
