@@ -6,6 +6,7 @@ Python API (NumPy arrays in, NumPy arrays out)::
     featkit.extract("test:tiny-clip", "digits")                    # fills the cache
     fs = featkit.load("test:tiny-clip", "digits", "test", "visual")
     fs.features, fs.labels, fs.sample_ids, fs.class_names, fs.meta
+    featkit.run_suite("tiny")            # a whole benchmark matrix from a suite file (resumable)
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from featkit.reporting import report
     from featkit.text import embed_texts
 
-__all__ = ["FeatureSet", "__version__", "embed_texts", "extract", "load", "load_file", "report"]
+__all__ = ["FeatureSet", "__version__", "embed_texts", "extract", "load", "load_file", "report",
+           "run_suite"]
 
 _LAZY = {
     "extract": "featkit.extraction",
@@ -29,8 +31,9 @@ _LAZY = {
     "FeatureSet": "featkit.featureset",
     "embed_texts": "featkit.text",
     "report": "featkit.reporting",
+    "run_suite": "featkit.suite",
 }
-_SUBMODULES = {"plots", "analysis", "reporting", "results", "stats", "tasks"}
+_SUBMODULES = {"plots", "analysis", "reporting", "results", "stats", "suite", "tasks"}
 
 
 def __getattr__(name: str) -> Any:

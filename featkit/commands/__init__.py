@@ -13,6 +13,7 @@ COMMANDS = (
     "perturb",
     "embed_texts",
     "adapt",
+    "run",
     "report",
     "demo",
 )
