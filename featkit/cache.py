@@ -5,6 +5,11 @@ One file per key (model + weights identity + preprocessing + extractor settings,
 ``<file>.parts/`` (each written to a temporary file and renamed into place, so a shard is either
 whole or absent), then assembles the final file under a temporary name and renames it into place.
 A killed run therefore loses at most the shard in progress, and a final ``.h5`` is always complete.
+
+The key's split digest covers each image file's size and modification time (extraction with
+``verify`` also records the images' bytes in a ``contents`` digest and checks it); feature and label datasets carry fletcher32 checksums per chunk; and
+:func:`check_file` tells a usable file from a truncated, corrupt or foreign one (another key's
+file under this name), in one line.
 """
 
 from __future__ import annotations

@@ -59,8 +59,12 @@ class Entry:
         status = self.status if self.what in ("file", "shards") else f"{self.status} {self.what}"
         return {"model": self.model, "dataset": self.dataset, "split": self.split, "n": n,
                 "kinds": ",".join(self.kinds), "key": self.key, "size": human_size(self.size),
-                "status": status + (f" ({self.detail})" if self.detail else ""),
+                "status": status + (f" ({_short(self.detail)})" if self.detail else ""),
                 "path": str(self.path)}
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def human_size(size: int) -> str:
@@ -145,8 +149,8 @@ def scan(root: str | os.PathLike, *, verify: bool = False) -> list[Entry]:
 
 def _file_entry(path: Path, data: _CurrentData, verify: bool) -> Entry:
     attrs, problem = inspect_file(path, data=verify)
-    entry = Entry(path, "file", "", dataset=path.parent.name, key=named_key(path) or "",
-                  size=path.stat().st_size)
+    entry = Entry(path, "file", "", model=path.parent.parent.name, dataset=path.parent.name,
+                  key=named_key(path) or "", size=path.stat().st_size)
     if attrs:
         entry.model, entry.split = str(attrs.get("model", "")), str(attrs.get("split", ""))
         entry.n, entry.kinds = attrs.get("n"), list(attrs.get("kinds") or [])
