@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     add_features,
@@ -98,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the cache)")
     parser.add_argument("--device", type=device, default=Settings.device,
                         help=f"cpu, cuda or auto (default: {Settings.device})")
+    add_ci(parser, unit="the attacked items (clean and at each budget)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
     add_outputs(parser, plot=True)
@@ -148,6 +150,7 @@ def summary_line(record: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from featkit.results import warnings_text
+    from featkit.tasks.intervals import interval_lines
     from featkit.tasks.perturb import Outcome, Settings, parse_budgets
     from featkit.tasks.perturb import run as run_perturb
     from probes.perturb_plot import plot_sweep
@@ -165,12 +168,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, split=args.split, probe=args.probe, normalization=args.normalization,
         c_grid=tuple(parse_budgets(args.c_grid, "--c-grid")) if args.c_grid else None,
         batch_size=args.batch_size, data_root=args.data_root, device=args.device,
+        ci=interval_from(args),
     )
     outcome: Outcome = run_perturb(source_from(args), args.dataset, settings,
                                    save_probe=args.save_probe, progress=not args.no_progress)
     record = outcome.record
     print(summary_line(record))
-    emit(record, sweep_table(record) + warnings_text(record), args.json)
+    emit(record, sweep_table(record) + interval_lines(record) + warnings_text(record), args.json)
     if args.plot:
         title = f"{record['model']} / {record['dataset']} ({record['features']})"
         print(f"wrote {Path(plot_sweep(outcome.sweep, args.plot, title=title))}", file=sys.stderr)

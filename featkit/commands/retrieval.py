@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     add_features,
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-memory", default=Settings.max_memory,
                         help=f"working-memory budget, e.g. 2GB or 500MB (default: {Settings.max_memory})")
     add_protocol(parser, "retrieval")
+    add_ci(parser, unit="queries")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cache_dir(parser)
     add_outputs(parser)
@@ -77,21 +79,34 @@ def run_fgbmk(args: argparse.Namespace, module, dataset: str) -> tuple[dict, str
     return record, summary_table(record)
 
 
+def refuse_fgbmk_ci(args: argparse.Namespace, task: str) -> None:
+    """``--ci`` with ``--protocol fgbmk``: a one-line refusal (FG-BMK's scores keep no per-item
+    scores to resample)."""
+    from featkit.tasks.intervals import refuse_interval
+
+    if args.ci is not None:
+        raise refuse_interval(task, "FG-BMK's protocol keeps no per-item scores to resample; "
+                              "use --protocol standard")
+
+
 def run(args: argparse.Namespace) -> int:
     from featkit.results import metrics_table
     from featkit.tasks import retrieval
+    from featkit.tasks.intervals import interval_lines
 
     if args.protocol == "fgbmk":
         from featkit.tasks.fgbmk import retrieval as fgbmk_retrieval
 
+        refuse_fgbmk_ci(args, fgbmk_retrieval.INFO.name)
         emit(*run_fgbmk(args, fgbmk_retrieval, args.dataset), args.json)
         return 0
     if args.fgbmk:
         raise FeatkitError("--fgbmk settings apply to --protocol fgbmk")
     settings = retrieval.Settings(query_split=args.query_split, gallery_split=args.gallery_split,
-                                  metric=args.metric, max_memory=args.max_memory)
+                                  metric=args.metric, max_memory=args.max_memory,
+                                  ci=interval_from(args))
     record = retrieval.run(source_from(args), args.dataset, settings,
                            progress=not args.no_progress)
     print(retrieval.summary_line(record))
-    emit(record, metrics_table(record), args.json)
+    emit(record, metrics_table(record) + interval_lines(record), args.json)
     return 0

@@ -188,3 +188,19 @@ def interval_lines(record: Mapping[str, Any]) -> str:
 def refuse_interval(task: str, why: str) -> FeatkitError:
     """The one-line error of a task that cannot give an interval (yet)."""
     return FeatkitError(f"{task}: --ci is not available: {why}")
+
+
+def attach_item_scores(extra: dict[str, Any], items: Mapping[str, ItemScores],
+                       interval: Interval | None, metrics: Mapping[str, Any]) -> None:
+    """Add a record's ``per_item`` (always) and ``ci`` (with an ``interval``) to ``extra``."""
+    extra["per_item"] = per_item_record(items)
+    if interval is not None:
+        extra["ci"] = interval_record(items, interval, metrics)
+
+
+def merged_items(correct: np.ndarray, parts: Iterable[tuple[str, list[str]]]) -> ItemScores:
+    """0/1 scores of a merged run's test items: ``parts`` are each dataset's name and sample
+    ids, in the order the items were concatenated (the strata of the interval)."""
+    parts = list(parts)
+    ids = [f"{name}/{sample_id}" for name, sample_ids in parts for sample_id in sample_ids]
+    return ItemScores.of(correct, ids, strata=[(name, len(s)) for name, s in parts])

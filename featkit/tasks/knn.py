@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, merged_items
 from featkit.tasks.loading import (
     FeatureSource,
     Splits,
@@ -45,6 +46,7 @@ class Settings(ClassifierSettings):
     primary_k: int | None = None
     temperature: float = KNN_TEMPERATURE
     train_only: bool = False
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
@@ -88,18 +90,25 @@ def run(source: FeatureSource, datasets: Sequence[str], settings: Settings | Non
 
 def _single(s: Splits, settings: Settings, progress: bool) -> dict[str, Any]:
     from featkit.results import make_result
-    from probes.knn import knn_probe
+    from probes.knn import knn_scores, score_knn
 
     train_x, train_y = _bank(settings, s.features, s.labels)
-    result = knn_probe(train_x, train_y, s.features["test"], s.labels["test"],
-                       class_names=s.class_names, **settings.probe_options(progress))
+    test_y = s.labels["test"]
+    scores = knn_scores(train_x, train_y, s.features["test"], list(settings.ks),
+                        len(s.class_names), temperature=settings.temperature,
+                        device=settings.device, progress=progress)
+    result = score_knn(scores, test_y, s.class_names, primary_k=settings.primary_k,
+                       temperature=settings.temperature, n_train=len(train_y))
     primary = result.per_k[result.primary_k]
+    extra = {"per_class": primary.per_class,
+             "counts": {"bank": len(train_y), "test": primary.n_samples},
+             **label_map_extra(settings.label_map, s)}
+    correct = scores[result.primary_k].argmax(axis=1) == test_y
+    attach_item_scores(extra, {"top1": ItemScores.of(correct, s.files["test"].sample_ids)},
+                       settings.ci, result.metrics())
     return make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
-        settings=_record_settings(result, settings), provenance=provenance([s]),
-        extra={"per_class": primary.per_class,
-               "counts": {"bank": len(train_y), "test": primary.n_samples},
-               **label_map_extra(settings.label_map, s)},
+        settings=_record_settings(result, settings), provenance=provenance([s]), extra=extra,
     )
 
 
@@ -132,15 +141,18 @@ def _merged(loaded: Sequence[Splits], splits, settings: Settings, progress: bool
     }
     per_dataset, mean_drop = merged_vs_single(single, per_source)
     primary = result.per_k[result.primary_k]
+    extra = {
+        "per_dataset": per_dataset,
+        "mean_drop": mean_drop,
+        "label_space": label_space_record(merged.space),
+        "per_class": primary.per_class,
+        "counts": {"bank": len(train_y), "test": primary.n_samples},
+    }
+    items = {"top1": merged_items(votes.argmax(axis=1) == test_labels,
+                                  [(s.dataset, s.files["test"].sample_ids) for s in loaded])}
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),
-        settings=_record_settings(result, settings), provenance=provenance(loaded),
-        extra={
-            "per_dataset": per_dataset,
-            "mean_drop": mean_drop,
-            "label_space": label_space_record(merged.space),
-            "per_class": primary.per_class,
-            "counts": {"bank": len(train_y), "test": primary.n_samples},
-        },
+        settings=_record_settings(result, settings), provenance=provenance(loaded), extra=extra,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, merged_items
 from featkit.tasks.loading import (
     FeatureSource,
     Splits,
@@ -63,6 +64,7 @@ class Settings(ClassifierSettings):
     tol: float = LINEAR_TOL
     max_iter: int = LINEAR_MAX_ITER
     seed: int = LINEAR_SEED
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
@@ -156,6 +158,9 @@ def _single(s: Splits, settings: Settings, path: Path | None, progress: bool):
     }
     if path is not None:
         extra["probe_file"] = str(fit.probe.save(path))
+    correct = fit.probe.predict(s.features["test"]) == s.labels["test"]
+    items = {"top1": ItemScores.of(correct, s.files["test"].sample_ids)}
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     record = make_result(INFO.name, model=s.model, dataset=s.dataset, features=s.kind,
                          metrics=result.metrics(), settings=_record_settings(result, settings),
                          provenance=provenance([s]), extra=extra, warnings=fit.warnings)
@@ -195,6 +200,10 @@ def _merged(loaded: Sequence[Splits], settings: Settings, save_probe, progress: 
     }
     if save_probe:
         extra["probe_file"] = str(fit.probe.save(save_probe))
+    correct = scores.argmax(axis=1) == test_labels
+    items = {"top1": merged_items(correct, [(s.dataset, s.files["test"].sample_ids)
+                                            for s in loaded])}
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     record = make_result(
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),

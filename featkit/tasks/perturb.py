@@ -18,6 +18,7 @@ import numpy as np
 
 from featkit.errors import FeatkitError
 from featkit.tasks import linear
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores
 from featkit.tasks.loading import FeatureSource, check_same_classes
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import (
@@ -68,6 +69,7 @@ class Settings:
     batch_size: int = 32
     data_root: str | None = None
     device: str = "auto"
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
@@ -204,11 +206,28 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
                        "alpha_given": settings.alpha, "probe_normalization": head.normalization,
                        **image_settings}
     extra["counts"] = {settings.split: sweep.n}
+    attach_item_scores(extra, sweep_items(sweep, test), settings.ci, _interval_estimates(sweep))
     warnings = [f"probe: {w}" for w in (fit.warnings if fit is not None else ())]
     record = make_result(INFO.name, model=test.model or source.model, dataset=dataset,
                          features=test.kind, metrics=sweep.metrics(), settings=record_settings,
                          provenance=dict(test.meta), extra=extra, warnings=warnings)
     return Outcome(record, sweep, head)
+
+
+def sweep_items(sweep: PerturbSweep, test: FeatureSet) -> dict[str, ItemScores]:
+    """0/1 correctness per attacked item: ``clean_top1``, and ``sweep[i].top1`` for the i-th
+    budget of ``metrics.sweep``."""
+    items = {"clean_top1": ItemScores.of(sweep.clean_predictions == test.labels,
+                                         test.sample_ids)}
+    for i, point in enumerate(sweep.points):
+        items[f"sweep[{i}].top1"] = ItemScores.of(point.predictions == test.labels,
+                                                  test.sample_ids)
+    return items
+
+
+def _interval_estimates(sweep: PerturbSweep) -> dict[str, float]:
+    return {"clean_top1": sweep.clean_top1,
+            **{f"sweep[{i}].top1": p.top1 for i, p in enumerate(sweep.points)}}
 
 
 def _image_sweep(source: FeatureSource, dataset: str, test: FeatureSet, probe: LinearProbe,

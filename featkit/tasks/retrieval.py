@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores
 from featkit.tasks.loading import FeatureSource
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice
@@ -26,6 +27,7 @@ class Settings:
     gallery_split: str | None = None
     metric: str = RETRIEVAL_METRIC
     max_memory: str | int = RETRIEVAL_MAX_MEMORY
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         from probes._faiss import parse_memory
@@ -67,6 +69,15 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
     provenance = dict(query.meta)
     if gallery is not None:
         provenance["gallery"] = dict(gallery.meta)
+    scored = np.flatnonzero(~np.isnan(result.per_query_ap))
+    items = {"mAP": ItemScores.of(result.per_query_ap[scored],
+                                  [query.sample_ids[i] for i in scored], unit="queries")}
+    extra: dict[str, Any] = {
+        "counts": {"queries": result.n_queries, "excluded_queries": result.n_excluded,
+                   "gallery": result.n_gallery},
+        "per_class_ap": result.per_class_ap,
+    }
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
         INFO.name, model=query.model or source.model, dataset=dataset, features=query.kind,
         metrics=result.metrics(),
@@ -83,11 +94,7 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
             "device": result.device,
         },
         provenance=provenance,
-        extra={
-            "counts": {"queries": result.n_queries, "excluded_queries": result.n_excluded,
-                       "gallery": result.n_gallery},
-            "per_class_ap": result.per_class_ap,
-        },
+        extra=extra,
     )
 
 

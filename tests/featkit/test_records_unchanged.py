@@ -35,6 +35,10 @@ CHANGED: dict[str, str] = {
     "file's size and mtime, so it differs per run for the generated imagefolder (digits, with no "
     "files, keeps its digest: pinned in test_cache.py)",
     "provenance.datasets.imagefolder.key_fields.samples": "issue 15: as provenance.key_fields.samples",
+    "per_item": "new field (issue 18): the per-item scores behind each interval-able metric "
+    "(0/1 correctness as packed bits, per-query AP as float32), so intervals and paired "
+    "comparisons are recomputed without features",
+    "ci": "new field (issue 18), only with --ci: percentile bootstrap intervals",
 }
 
 GRID = "0.1,1,10,100"
