@@ -1,0 +1,173 @@
+"""Zero-shot classification as in the CLIP paper: class embeddings from prompt embeddings, and
+images classified by cosine similarity to them. Pure functions over arrays.
+
+A class embedding is the mean of its prompts' L2-normalised embeddings, L2-normalised again
+(:func:`class_embeddings`). Images are scored against the class embeddings block by block;
+scaling an image's scores by its norm changes no ranking, so the image features are used as
+they are and a block costs its GEMM plus one comparison pass: the rank of the true class is the
+number of classes scoring higher, plus the tied ones of lower index (the tie rule of
+:func:`probes.classification.score_classification`, so the metrics are the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from probes._checks import check_finite
+from probes.classification import ClassificationMetrics
+
+#: bytes of class scores per block (a block's scores stay in cache for the comparison pass)
+BLOCK_BYTES = 4 << 20
+TOP_K = 5
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def class_embeddings(prompt_embeddings: np.ndarray) -> np.ndarray:
+    """``(C, T, D)`` embeddings of each class's T prompts -> ``(C, D)`` class embeddings:
+    each prompt embedding normalised, averaged over the templates, normalised again."""
+    prompts = np.asarray(prompt_embeddings, dtype=np.float32)
+    if prompts.ndim != 3 or 0 in prompts.shape:
+        raise ValueError(f"prompt embeddings must be (classes, templates, dim), got {prompts.shape}")
+    check_finite(prompts.reshape(-1, prompts.shape[-1]), "prompt embeddings")
+    return l2_normalize(l2_normalize(prompts).mean(axis=1))
+
+
+def block_rows(n_classes: int) -> int:
+    """Images per block: about :data:`BLOCK_BYTES` of float32 scores."""
+    return max(64, BLOCK_BYTES // (4 * max(1, n_classes)))
+
+
+def score_blocks(
+    features: np.ndarray,
+    classes: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    rows: int | None = None,
+    device: str | None = "cpu",
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows slice, scores)`` blocks of ``features @ classes.T`` (cosine up to each row's
+    positive scale). ``groups`` (old class -> new class, e.g. a label map) scores each new class
+    by its best member."""
+    import torch
+
+    from featkit._device import torch_device
+    from probes._matmul import linear, pack
+
+    device_t = torch_device(device)
+    weight = torch.from_numpy(np.ascontiguousarray(classes, dtype=np.float32)).to(device_t)
+    packed = pack(weight)
+    step = rows or block_rows(len(classes))
+    grouping = _grouping(groups) if groups is not None else None
+    with torch.inference_mode():
+        for start in range(0, len(features), step):
+            stop = min(len(features), start + step)
+            x = torch.from_numpy(np.ascontiguousarray(features[start:stop], dtype=np.float32))
+            scores = linear(x.to(device_t), weight, packed).cpu().numpy()
+            if grouping is not None:
+                order, starts = grouping
+                scores = np.maximum.reduceat(scores[:, order], starts, axis=1)
+            yield slice(start, stop), scores
+
+
+def _grouping(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column order and group starts for ``np.maximum.reduceat`` over each group's columns."""
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.ndim != 1 or groups.min() < 0 or set(np.unique(groups)) != set(
+            range(int(groups.max()) + 1)):
+        raise ValueError("groups must map every class to a group id, ids 0..G-1 all used")
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
+    return order, starts
+
+
+def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rank (0 = best) of each row's true class: classes scoring higher, plus tied classes of
+    lower index. One comparison pass; rows with another class at or above the true score get a
+    second pass, and rows with exact ties a third."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = np.arange(len(labels))
+    true = scores[rows, labels][:, None]
+    at_least = np.count_nonzero(scores >= true, axis=1)  # includes the true class itself
+    ranks = np.zeros(len(labels), dtype=np.int64)
+    contested = np.flatnonzero(at_least > 1)
+    if contested.size:
+        higher = np.count_nonzero(scores[contested] > true[contested], axis=1)
+        ranks[contested] = higher
+        for i in contested[at_least[contested] - 1 > higher]:  # exact ties: lower index first
+            ranks[i] += int(np.count_nonzero(scores[i, :labels[i]] == true[i, 0]))
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                       k: int = TOP_K) -> ClassificationMetrics:
+    """Top-1, top-``min(k, C)`` and mean per-class accuracy from the true classes' ranks."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = len(class_names)
+    if labels.size == 0:
+        return ClassificationMetrics(float("nan"), float("nan"), float("nan"), {}, 0)
+    hit1 = ranks == 0
+    counts = np.bincount(labels, minlength=n_classes)
+    correct = np.bincount(labels, weights=hit1, minlength=n_classes)
+    present = np.flatnonzero(counts)
+    return ClassificationMetrics(
+        top1=float(hit1.mean()),
+        top5=float((ranks < min(k, n_classes)).mean()),
+        mean_per_class=float(np.mean(correct[present] / counts[present])),
+        per_class={class_names[c]: float(correct[c] / counts[c]) for c in present},
+        n_samples=int(labels.size),
+    )
+
+
+def zeroshot_classify(
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    groups: np.ndarray | None = None,
+    device: str | None = "cpu",
+) -> ClassificationMetrics:
+    """Zero-shot metrics of image ``features`` (N x D) against class embeddings ``classes``
+    (C x D; :func:`class_embeddings`). ``groups``: old class -> new class (a label map; a new
+    class scores as its best member), ``labels`` and ``class_names`` then in the new space."""
+    features = np.asarray(features)
+    labels = np.asarray(labels, dtype=np.int64)
+    classes = np.asarray(classes, dtype=np.float32)
+    if features.ndim != 2 or classes.ndim != 2 or features.shape[1] != classes.shape[1]:
+        raise ValueError(f"features {features.shape} and class embeddings {classes.shape} must "
+                         f"be 2-D with the same width")
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature rows for {len(labels)} labels")
+    check_finite(features, "image features")
+    check_finite(classes, "class embeddings")
+    n_out = len(classes) if groups is None else int(np.max(groups)) + 1
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n_out)]
+    if len(names) != n_out:
+        raise ValueError(f"{len(names)} class names for {n_out} classes")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+        raise ValueError(f"labels must lie in [0, {n_out}); got [{labels.min()}, {labels.max()}]")
+    ranks = np.zeros(len(labels), dtype=np.int64)
+    for rows, scores in score_blocks(features, classes, groups=groups, device=device):
+        ranks[rows] = true_class_ranks(scores, labels[rows])
+    return metrics_from_ranks(ranks, labels, names)
+
+
+def zeroshot_scores(features: np.ndarray, classes: np.ndarray, *,
+                    groups: np.ndarray | None = None, device: str | None = "cpu") -> np.ndarray:
+    """The whole ``N x C`` score matrix (cosine up to each row's scale), for callers that keep
+    it (multiple-choice distractors)."""
+    check_finite(features, "image features")
+    n_out = len(classes) if groups is None else int(np.max(groups)) + 1
+    out = np.empty((len(features), n_out), dtype=np.float32)
+    for rows, scores in score_blocks(features, classes, groups=groups, device=device):
+        out[rows] = scores
+    return out
