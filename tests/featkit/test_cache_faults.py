@@ -153,6 +153,19 @@ def test_changed_dataset_does_not_lock_probes_out(tmp_path, folder):
     assert f"--data-root {folder.root}" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_commands_pass_the_data_root_to_the_source():
+    import argparse
+
+    from featkit.commands.common import add_model_dataset, source_from
+
+    parser = argparse.ArgumentParser()
+    add_model_dataset(parser, data_root=True)
+    parser.add_argument("--features", default="visual")
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(["--model", "pixels:8", "--dataset", "imagefolder", "--data-root", "/d"])
+    assert source_from(args).data_root == "/d"
+
+
 # -- corrupt, truncated and foreign files ---------------------------------------------------------
 
 
