@@ -349,3 +349,69 @@ def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return fig
+
+
+def accuracy_by_level(
+    levels: pd.DataFrame,
+    *,
+    y: str = "top1",
+    hue: str = "system",
+    facet: str | None = "dataset",
+    title: str | None = None,
+) -> Figure:
+    """Accuracy (``y``, fractions) against taxonomy level, one line per ``hue`` value (a model),
+    one panel per ``facet`` value (FG-BMK Fig. 2). ``levels`` has a ``level`` column; levels
+    are drawn in the order they first appear (fine to coarse in taxonomy records) and a line
+    skips the levels it lacks."""
+    order = list(dict.fromkeys(levels["level"]))
+    position = {name: i for i, name in enumerate(order)}
+    panels = list(levels.groupby(facet, sort=False)) if facet else [(title or "", levels)]
+    fig, axes = new_figure(min(16.0, 4.6 * len(panels)), 3.8, 1, len(panels))
+    hues = list(dict.fromkeys(levels[hue]))
+    colors = dict(zip(hues, _colors(len(hues))))
+    for ax, (name, part) in zip(axes.flat, panels):
+        for key, line in part.groupby(hue, sort=False):
+            xs = [position[v] for v in line["level"]]
+            ordered = sorted(zip(xs, 100.0 * line[y].astype(float)))
+            ax.plot([x for x, _ in ordered], [v for _, v in ordered], marker="o", markersize=4,
+                    label=str(key), color=colors[key])
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlabel("taxonomy level (fine to coarse)")
+        ax.set_ylabel("linear-probe top-1 (%)")
+        ax.set_ylim(0, 102)
+        ax.set_title(str(name) if facet else (title or ""), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes.flat[-1].legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def accuracy_vs_depth(
+    curves: pd.DataFrame,
+    *,
+    y: str = "top1",
+    hue: str = "system",
+    facet: str | None = "panel",
+    title: str | None = None,
+) -> Figure:
+    """Probe accuracy (``y``, fractions) against depth, one line per ``hue`` value (a model),
+    one panel per ``facet`` value (e.g. dataset and kind): "where is fine-grained information
+    lost?". ``curves`` has ``layer`` and ``relative_depth`` columns; a panel whose models all
+    have the same depth is drawn against the layer number, else against the relative depth
+    (layer / depth, so towers of different depths share the axis)."""
+    panels = list(curves.groupby(facet, sort=False)) if facet else [(title or "", curves)]
+    fig, axes = new_figure(min(16.0, 4.6 * len(panels)), 3.8, 1, len(panels))
+    hues = list(dict.fromkeys(curves[hue]))
+    colors = dict(zip(hues, _colors(len(hues))))
+    for ax, (name, part) in zip(axes.flat, panels):
+        by_layer = part["depth"].nunique() == 1
+        x = "layer" if by_layer else "relative_depth"
+        for key, line in part.groupby(hue, sort=False):
+            line = line.sort_values(x)
+            ax.plot(line[x], 100.0 * line[y].astype(float), marker="o", markersize=3,
+                    label=str(key), color=colors[key])
+        ax.set_xlabel("layer" if by_layer else "relative depth (layer / depth)")
+        ax.set_ylabel(f"{y} (%)")
+        ax.set_title(str(name) if facet else (title or ""), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes.flat[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return fig

@@ -10,6 +10,7 @@ COMMANDS = (
     "info",
     "retrieval",
     "probe",
+    "pairs",
     "perturb",
     "embed_texts",
     "adapt",

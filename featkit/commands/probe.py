@@ -24,6 +24,7 @@ from featkit.commands.common import (
     source_from,
     split_list,
 )
+from featkit.commands.probe_dg import PROBES, add_dg_arguments, run_dg
 from featkit.commands.retrieval import add_protocol, run_fgbmk
 from featkit.errors import FeatkitError
 
@@ -95,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="neighbours from the train split only (default: train + val, i.e. all "
         "training data, since kNN tunes nothing)",
     )
+    add_dg_arguments(probes)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +147,8 @@ def probe_table(record: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.probe in PROBES:
+        return run_dg(args)
     from featkit.tasks import knn, linear
 
     source, datasets = source_from(args), split_list(args.dataset)

@@ -282,7 +282,7 @@ def dg_probe(
         results[algorithm] = AlgorithmResult(
             algorithm, GRID_PARAMETERS[algorithm] if swept else None,
             grid_of[algorithm] if swept else (), tuple(runs[algorithm]))
-    warnings += _edge_warnings(results)
+    warnings += _edge_warnings(results, selection)
     test_counts = np.bincount(test.eval_groups, minlength=len(names.eval_groups))
     thin = thin_group_warning(test_counts, names.eval_groups)
     warnings += [thin] if thin else []
@@ -320,9 +320,12 @@ def _preparer(normalization: str, mean, std, dev: torch.device):
 
 def _values(algorithm: str, grid: tuple[float, ...], options: TrainOptions
             ) -> list[float | None]:
-    """The grid values trained: none for ERM, and none for CORAL / MMD on frozen features
-    (their penalty has no gradient there, so every value trains the same network)."""
+    """The grid values trained: none for ERM, none for CORAL / MMD on frozen features (their
+    penalty has no gradient there) and none for IRM / V-REx / EQRM when the burn-in covers every
+    step: every value would train the same network."""
     if not grid or (algorithm in FEATURE_MATCHING and not options.adapter_dim):
+        return [None]
+    if algorithm in BURNIN_ALGORITHMS and options.burnin >= options.steps:
         return [None]
     return list(grid)
 
@@ -340,23 +343,31 @@ def _warnings_before(algorithms: Sequence[str], grids: Mapping[str, tuple[float,
                         "their terms compare nothing and they train as ERM")
     burnin = [a for a in algorithms if a in BURNIN_ALGORITHMS]
     if burnin and options.burnin >= options.steps:
-        warnings.append(f"{', '.join(burnin)}: burn-in ({options.burnin} steps) covers all "
-                        f"{options.steps} steps, so their penalty never switches on")
+        warnings.append(f"{', '.join(burnin)}: the burn-in ({options.burnin} steps) covers "
+                        f"all {options.steps} steps, so their penalty weight never takes effect "
+                        "and nothing is chosen (raise --steps or lower --burnin)")
     return warnings
 
 
-def _edge_warnings(results: Mapping[str, AlgorithmResult]) -> list[str]:
+def _edge_warnings(results: Mapping[str, AlgorithmResult], selection: str) -> list[str]:
+    """A warning per algorithm and grid edge that some seeds chose with a val score strictly
+    above the neighbouring value's (a tie with the neighbour says nothing about beyond)."""
     warnings = []
+    metric = f"val_{selection}"
     for name, result in results.items():
         if len(result.grid) < 2:
             continue
-        for edge, value in (("smallest", result.grid[0]), ("largest", result.grid[-1])):
-            hits = sum(r.value == value for r in result.runs)
+        for edge, index, neighbour in (("smallest", 0, 1), ("largest", -1, -2)):
+            value = result.grid[index]
+            hits = sum(r.value == value and np.nan_to_num(r.val_curve[index][metric], nan=-1.0)
+                       > np.nan_to_num(r.val_curve[neighbour][metric], nan=-1.0)
+                       for r in result.runs)
             if hits:
                 warnings.append(
                     f"{name}: {result.parameter} = {value:g} is the {edge} value of the grid "
                     f"[{result.grid[0]:g}, {result.grid[-1]:g}] in {hits} of {len(result.runs)} "
-                    f"seeds: the best value may lie outside it; widen --grid {name}=...")
+                    f"seeds, scoring above its neighbour on val: the best value may lie "
+                    f"outside it; widen --grid {name}=...")
     return warnings
 
 

@@ -151,9 +151,11 @@ def test_encode_groups_shares_ids_across_splits():
     assert worst_group_accuracy(per_group) == 0.5
 
 
-def spurious_set(seed: int = 0, n_train: int = 2000, n_test: int = 2000, dim: int = 8):
+def spurious_set(seed: int = 0, n_train: int = 2000, n_test: int = 2000, dim: int = 8,
+                 val_agree: float = 0.95):
     """Two classes; a weak core feature, and an attribute that predicts the class in train and
-    val (95 %) but is independent of it in test; groups = (class, attribute)."""
+    val (95 %, ``val_agree`` in val) but is independent of it in test; groups = (class,
+    attribute)."""
     rng = np.random.default_rng(seed)
 
     def make(n, agree):
@@ -167,7 +169,7 @@ def spurious_set(seed: int = 0, n_train: int = 2000, n_test: int = 2000, dim: in
     names = GroupNames(("c0", "c1"), tuple(f"class=c{y}|attr={a}" for y in (0, 1) for a in (0, 1)),
                        ("attr=0", "attr=1"), tuple(f"class=c{y}|attr={a}" for y in (0, 1)
                                                    for a in (0, 1)))
-    return make(n_train, 0.95), make(n_train // 4, 0.95), make(n_test, 0.5), names
+    return make(n_train, 0.95), make(n_train // 4, val_agree), make(n_test, 0.5), names
 
 
 def test_groupdro_beats_erm_worst_group_on_a_spurious_attribute():
@@ -249,11 +251,14 @@ def test_feature_matching_needs_an_adapter():
 
 
 def test_edge_warnings_and_bad_grids():
-    train, val, test, names = spurious_set(seed=7, n_train=300, n_test=200)
+    # eta -> 0 is GroupDRO's uniform group weights; eta = 1 oscillates: the small edge wins
+    train, val, test, names = spurious_set(seed=0, n_train=1000, n_test=200, val_agree=0.5)
     result = dg_probe(train, val, test, names=names, algorithms=["groupdro"], seeds=2,
-                      grids={"groupdro": (1e-6, 2e-6)}, options=TrainOptions(steps=10),
-                      device="cpu", progress=False)
-    assert any("groupdro: eta = " in w and "value of the grid" in w for w in result.warnings)
+                      grids={"groupdro": (1e-5, 1.0)}, options=TrainOptions(steps=150, lr=0.05),
+                      normalization="none", resplit=False, device="cpu", progress=False)
+    assert [r.value for r in result.algorithms["groupdro"].runs] == [1e-5, 1e-5]
+    assert any("groupdro: eta = 1e-05 is the smallest value of the grid" in w
+               for w in result.warnings), result.warnings
     with pytest.raises(FeatkitError, match="unknown DG algorithm.*dro"):
         check_grids(["dro"], None)
     with pytest.raises(FeatkitError, match="eqrm: quantile values must be strictly between"):
