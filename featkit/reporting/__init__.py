@@ -5,6 +5,8 @@ a submodule named ``report`` would replace a lazily exposed function of that nam
 
 Split along its jobs: :mod:`~featkit.reporting.collect` reads result files into records,
 :mod:`~featkit.reporting.frames` derives the tidy tables (and the statistics read off them),
+:mod:`~featkit.reporting.comparisons` sets FG-BMK's protocol next to the corrected one and
+published values next to measured ones,
 :mod:`~featkit.reporting.render` builds the :class:`Report` and writes CSV, Markdown and
 figures. The statistics themselves live in :mod:`featkit.stats`, below both this package and
 :mod:`featkit.plots`. Every public name is re-exported here, so ``from featkit.reporting import
@@ -14,6 +16,7 @@ report`` (and the rest) is the API.
 from __future__ import annotations
 
 from featkit.reporting.collect import RECORD_KEYS, Entry, collect_results
+from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
 from featkit.reporting.frames import (
     is_headline,
     label_records,
@@ -68,9 +71,11 @@ __all__ = [
     "RankTest",
     "Report",
     "RobustnessFit",
+    "collect_expected",
     "collect_results",
     "critical_difference",
     "effective_robustness",
+    "expected_frame",
     "figure_name",
     "fit_robustness_line",
     "friedman_nemenyi",
@@ -87,6 +92,7 @@ __all__ = [
     "nonsignificant_groups",
     "parse_shift",
     "perturbed_frame",
+    "protocol_frame",
     "rank_test_for",
     "render_markdown",
     "report",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from featkit import plots
 from featkit.errors import FeatkitError
 from featkit.reporting.collect import collect_results
+from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
 from featkit.reporting.frames import (
     curves_for_plot,
     is_headline,
@@ -73,6 +74,9 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: FG-BMK records next to the corrected protocol's, and expected / measured values
+    protocols: pd.DataFrame | None = None
+    expected: pd.DataFrame | None = None
 
     def markdown(self) -> str:
         """The whole report as Markdown (what ``report.md`` holds)."""
@@ -90,6 +94,9 @@ class Report:
             written["sweeps.csv"] = _write_csv(self.sweeps, out / "sweeps.csv")
         if len(self.merged):
             written["merged.csv"] = _write_csv(self.merged, out / "merged.csv")
+        for name, table in (("protocols.csv", self.protocols), ("expected.csv", self.expected)):
+            if table is not None and len(table):
+                written[name] = _write_csv(table, out / name)
         if self.robustness:
             import pandas as pd
 
@@ -135,6 +142,7 @@ def report(
     perturb_eps: float | None = None,
     figures: bool = True,
     dpi: int = 150,
+    expected: Sequence[Mapping[str, Any]] | None = None,
 ) -> Report:
     """Collect result records (folders, files or in-memory records) into a :class:`Report`:
     tables, rank statistics, effective robustness and figures. With ``out`` it is also written
@@ -148,7 +156,10 @@ def report(
     ``shift_priority``: linear_probe, else knn, else retrieval).
     ``perturb_eps``: the budget of the clean-vs-perturbed table (default: each sweep's
     largest). ``figures=False`` computes tables and statistics only; ``dpi`` is the PNG
-    resolution when writing."""
+    resolution when writing. ``expected``: published values (``task, model, dataset, metric,
+    value`` as a fraction, ``source``, optional ``features``) shown as expected / measured /
+    difference, besides those in ``expected.json`` files of the result folders; FG-BMK records
+    are shown next to the corrected protocol's."""
     check_transform(transform)
     if not 0.0 < alpha < 1.0:
         raise FeatkitError(f"alpha must lie in (0, 1), got {alpha}")
@@ -170,6 +181,8 @@ def report(
         perturbed=perturbed_frame(sweeps, perturb_eps),
         notes=list(notes),
         sources=[s for s, _ in entries],
+        protocols=protocol_frame(entries),
+        expected=expected_frame(entries, [*collect_expected(results), *(expected or [])]),
     )
     for task, metric in sorted(dict.fromkeys(zip(frame["task"], frame["metric"]))):
         rep.tables[f"{task}/{metric}"] = metric_table(frame, task, metric)
@@ -322,6 +335,7 @@ def render_markdown(rep: Report) -> str:
         for (task, system, run), drop in means.items():
             lines.append(f"- {task}, {system}, {run}: mean drop {100 * drop:+.2f} points")
         lines.append("")
+    lines += _comparison_sections(rep)
     for key, test in rep.statistics.items():
         lines += [f"## Rank test: {key}", "", test.summary().replace("chi2", "χ²") + ".", ""]
         ranks = pd.DataFrame({"mean rank": test.mean_ranks.sort_values()})
@@ -352,6 +366,42 @@ def render_markdown(rep: Report) -> str:
     if rep.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in rep.notes]
     return "\n".join(lines) + "\n"
+
+
+def _points(value: Any) -> str:
+    """A difference of fractions in percentage points, signed; missing as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100.0 * float(value):+.2f}"
+
+
+def _comparison_sections(rep: Report) -> list[str]:
+    """FG-BMK's protocol next to the corrected one, and expected / measured / difference."""
+    lines: list[str] = []
+    if rep.protocols is not None and len(rep.protocols):
+        lines += ["## FG-BMK protocol next to the corrected one", "",
+                  "FG-BMK's numbers as its released code computes them (heads selected on "
+                  "test, its class-rank 'mAP'; each record lists its departures) next to the "
+                  "corrected protocol's. Difference: FG-BMK - corrected, in points.", ""]
+        table = rep.protocols.assign(
+            FGBMK=rep.protocols["fgbmk"].map(_pct),
+            corrected=rep.protocols["corrected"].map(_pct),
+            difference=rep.protocols["difference"].map(_points),
+        ).rename(columns={"FGBMK": "FG-BMK"})
+        lines += [_plain_table(table[["model", "dataset", "metric", "features", "FG-BMK",
+                                      "corrected_task", "corrected_metric", "corrected_features",
+                                      "corrected", "difference"]]), ""]
+    if rep.expected is not None and len(rep.expected):
+        lines += ["## Expected / measured / difference", "",
+                  "Published values next to this run's (percent); difference: measured - "
+                  "expected, in points; '–' where nothing measured the cell yet.", ""]
+        table = rep.expected.assign(
+            expected=rep.expected["expected"].map(_pct),
+            measured=rep.expected["measured"].map(_pct),
+            difference=rep.expected["difference"].map(_points),
+        )
+        lines += [_plain_table(table), ""]
+    return lines
 
 
 def _plain_table(frame: pd.DataFrame) -> str:

@@ -220,8 +220,18 @@ def _write_expected(plan: Plan) -> None:
     path = plan.out / EXPECTED_FILE
     if not plan.suite.expected:
         return
-    data = {"featkit_expected": [e.as_dict() for e in plan.suite.expected],
-            "suite": plan.suite.name}
+    import extractors
+    from featkit.errors import FeatkitError
+
+    items = []
+    for e in plan.suite.expected:
+        item = e.as_dict()
+        try:  # records name models by their canonical id
+            item["model"] = extractors.canonical_id(e.model)
+        except FeatkitError:
+            pass
+        items.append(item)
+    data = {"featkit_expected": items, "suite": plan.suite.name}
     text = json.dumps(data, indent=2) + "\n"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
