@@ -8,7 +8,10 @@ p-values via scikit-posthocs' ``posthoc_nemenyi_friedman``; the critical differe
 formula ``CD = q_a * sqrt(k (k + 1) / (6 N))`` with ``q_a = studentized_range.ppf(1 - a, k, inf)
 / sqrt(2)`` (Demšar 2006). Effective robustness: OLS of probit- (or logit-) transformed shifted
 accuracy on transformed reference accuracy over the baseline models; a model's effective
-robustness is ``acc_shifted - inv(slope * t(acc_ref) + intercept)`` in accuracy points.
+robustness is ``acc_shifted - inv(slope * t(acc_ref) + intercept)`` in accuracy points. Its
+intervals (:func:`robustness_intervals`) come from a bootstrap over test items: every resample
+redraws each system's accuracies from its per-item scores and refits the line, which gives the
+line's confidence band, the slope's and intercept's intervals and each effective robustness's.
 """
 
 from __future__ import annotations
@@ -225,7 +228,9 @@ class RobustnessFit:
     """The baseline line of one distribution shift and every system's effective robustness.
 
     ``points``: system, ref, shifted (fractions), predicted (fraction on the line),
-    effective_robustness (accuracy points), baseline (bool)."""
+    effective_robustness (accuracy points), baseline (bool); with ``intervals`` (bootstrap over
+    test items, :func:`robustness_intervals`) also ``ref_low/high``, ``shifted_low/high``
+    (fractions) and ``er_low/high`` (points)."""
 
     reference: str
     shifted: str
@@ -236,6 +241,7 @@ class RobustnessFit:
     intercept: float
     points: pd.DataFrame
     clip: float = CLIP_EPS
+    intervals: RobustnessIntervals | None = None
 
     def predict(self, acc_ref: Any) -> np.ndarray:
         """The shifted accuracy the baseline line predicts for a reference accuracy."""
@@ -252,3 +258,82 @@ class RobustnessFit:
             "model(s)"
         )
 
+
+
+@dataclass(frozen=True)
+class RobustnessIntervals:
+    """Percentile bootstrap intervals of an effective-robustness fit over test items.
+
+    Each resample redraws every system's reference and shifted accuracy from its per-item
+    scores (the same items for every system, so the draws are paired across systems), refits
+    the baseline line and recomputes every effective robustness. ``slopes``/``intercepts``
+    hold the refitted lines (resamples whose baseline had one distinct reference accuracy are
+    dropped, ``used`` counts the rest); ``ref``, ``shifted`` (fractions) and
+    ``effective_robustness`` (points) are ``n_systems x 2`` (low, high)."""
+
+    level: float
+    resamples: int
+    seed: int
+    slopes: np.ndarray
+    intercepts: np.ndarray
+    ref: np.ndarray
+    shifted: np.ndarray
+    effective_robustness: np.ndarray
+
+    @property
+    def used(self) -> int:
+        return int(self.slopes.shape[0])
+
+    def _bounds(self, values: np.ndarray) -> tuple[float, float]:
+        low, high = np.percentile(values, [50.0 * (1 - self.level), 50.0 * (1 + self.level)])
+        return float(low), float(high)
+
+    @property
+    def slope(self) -> tuple[float, float]:
+        return self._bounds(self.slopes)
+
+    @property
+    def intercept(self) -> tuple[float, float]:
+        return self._bounds(self.intercepts)
+
+    def band(self, grid: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The confidence band of the line on the transformed scale at ``grid`` (transformed
+        reference accuracies): percentiles of the refitted lines at each point."""
+        grid = np.asarray(grid, dtype=float)
+        lines = self.slopes[:, None] * grid[None, :] + self.intercepts[:, None]
+        low, high = np.percentile(lines, [50.0 * (1 - self.level), 50.0 * (1 + self.level)],
+                                  axis=0)
+        return low, high
+
+
+def robustness_intervals(ref_draws: Any, shifted_draws: Any, baseline: Any, *,
+                         transform: str = "probit", clip: float = CLIP_EPS,
+                         level: float = 0.95, seed: int = 0) -> RobustnessIntervals:
+    """Intervals of a robustness fit from resampled accuracies: ``ref_draws`` and
+    ``shifted_draws`` are ``resamples x n_systems`` (fractions), ``baseline`` marks the systems
+    the line is fitted on. The line is refitted by OLS on every resample."""
+    ref = np.asarray(ref_draws, dtype=float)
+    shifted = np.asarray(shifted_draws, dtype=float)
+    base = np.asarray(baseline, dtype=bool)
+    if ref.shape != shifted.shape or ref.ndim != 2 or ref.shape[1] != base.shape[0]:
+        raise FeatkitError(f"draws must be resamples x systems, got {ref.shape} and "
+                           f"{shifted.shape} for {base.shape[0]} systems")
+    tx, ty = transform_accuracy(ref, transform, clip), transform_accuracy(shifted, transform, clip)
+    x, y = tx[:, base], ty[:, base]
+    dx = x - x.mean(axis=1, keepdims=True)
+    sxx = (dx * dx).sum(axis=1)
+    keep = sxx > 0
+    slopes = (dx * (y - y.mean(axis=1, keepdims=True))).sum(axis=1)[keep] / sxx[keep]
+    intercepts = y.mean(axis=1)[keep] - slopes * x.mean(axis=1)[keep]
+    if not keep.any():
+        raise FeatkitError("no resample has baseline systems with different reference "
+                           "accuracies; the line cannot be refitted")
+    predicted = inverse_transform(slopes[:, None] * tx[keep] + intercepts[:, None], transform)
+    er = 100.0 * (shifted[keep] - predicted)
+    q = [50.0 * (1 - level), 50.0 * (1 + level)]
+
+    def bounds(values: np.ndarray) -> np.ndarray:
+        return np.percentile(values, q, axis=0).T
+
+    return RobustnessIntervals(float(level), int(ref.shape[0]), int(seed), slopes, intercepts,
+                               bounds(ref), bounds(shifted), bounds(er))
