@@ -12,6 +12,7 @@ from probes.bootstrap import (
     paired_bootstrap,
     percentile_interval,
     resample_means,
+    resample_means_shared,
 )
 
 
@@ -113,3 +114,12 @@ def test_mcnemar_matches_statsmodels():
         assert ours.statistic == pytest.approx(ref.statistic)
         assert ours.pvalue == pytest.approx(ref.pvalue)
     assert (ours.only_a, ours.only_b) == (both[0, 1], both[1, 0])
+
+
+def test_shared_draws_equal_each_system_resampled_alone():
+    rng = np.random.default_rng(8)
+    scores = np.stack([rng.random(120) < p for p in (0.3, 0.6, 0.9)], axis=1).astype(float)
+    shared = resample_means_shared(scores, 40, seed=6)
+    for j in range(3):
+        np.testing.assert_allclose(shared[:, j], resample_means(scores[:, j], 40, seed=6),
+                                   atol=1e-12)
