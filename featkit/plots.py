@@ -311,12 +311,20 @@ def _accuracy_ticks(lo: float, hi: float) -> list[float]:
 def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure:
     """Shifted vs reference accuracy on probit (or logit) axes: the baseline fit as a line,
     y = x dashed, baseline systems as dots and the others as stars, each labelled with its
-    effective robustness in points."""
+    effective robustness in points. With ``fit.intervals`` (a bootstrap over test items) the
+    line gets its confidence band, the points error bars on both accuracies and the labels
+    the effective robustness's interval."""
     points = fit.points
+    iv = fit.intervals
     tx = transform_accuracy(points["ref"], fit.transform, fit.clip)
     ty = transform_accuracy(points["shifted"], fit.transform, fit.clip)
-    lo = float(min(tx.min(), ty.min()))
-    hi = float(max(tx.max(), ty.max()))
+    if iv is not None:
+        bx = transform_accuracy(iv.ref, fit.transform, fit.clip)
+        by = transform_accuracy(iv.shifted, fit.transform, fit.clip)
+        lo, hi = float(min(bx.min(), by.min())), float(max(bx.max(), by.max()))
+    else:
+        lo = float(min(tx.min(), ty.min()))
+        hi = float(max(tx.max(), ty.max()))
     pad = 0.15 * (hi - lo) + 0.1
     lo, hi = lo - pad, hi + pad
     fig, axes = new_figure(6.2, 5.0)
@@ -324,16 +332,29 @@ def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure
     grid = np.linspace(lo, hi, 50)
     ax.plot(grid, grid, linestyle="--", color="0.6", linewidth=1, label="y = x")
     ax.plot(grid, fit.slope * grid + fit.intercept, color="tab:blue", linewidth=1.5,
-            label=f"baseline fit ({fit.transform}): slope {fit.slope:.2f}")
+            label=f"baseline fit ({fit.transform}): slope {fit.slope:.2f}, intercept "
+            f"{fit.intercept:+.2f}")
+    if iv is not None:
+        band_low, band_high = iv.band(grid)
+        ax.fill_between(grid, band_low, band_high, color="tab:blue", alpha=0.15, linewidth=0,
+                        label=f"{100 * iv.level:g}% confidence band")
+        ax.errorbar(tx, ty, xerr=np.abs(np.stack([tx - bx[:, 0], bx[:, 1] - tx])),
+                    yerr=np.abs(np.stack([ty - by[:, 0], by[:, 1] - ty])), fmt="none",
+                    ecolor="0.35", elinewidth=0.8, capsize=2, zorder=2)
     base = points["baseline"].to_numpy(dtype=bool)
     ax.scatter(tx[base], ty[base], color="tab:blue", s=30, zorder=3, label="baseline")
     if (~base).any():
         ax.scatter(tx[~base], ty[~base], color="tab:red", marker="*", s=90, zorder=3,
                    label="other")
     if annotate:
-        for x, y, name, er in zip(tx, ty, points["system"], points["effective_robustness"]):
-            ax.annotate(f"{name} ({er:+.1f})", (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+        ers = points["effective_robustness"].to_numpy(dtype=float)
+        for i, (x, y, name) in enumerate(zip(tx, ty, points["system"])):
+            text = f"{name} ({ers[i]:+.1f}"
+            if iv is not None:
+                low, high = iv.effective_robustness[i]
+                text += f" [{low:+.1f}, {high:+.1f}]"
+            ax.annotate(text + ")", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
     ticks = _accuracy_ticks(float(inverse_transform(lo, fit.transform)),
                             float(inverse_transform(hi, fit.transform)))
     positions = transform_accuracy(ticks, fit.transform, fit.clip)
@@ -344,8 +365,10 @@ def effective_robustness(fit: RobustnessFit, *, annotate: bool = True) -> Figure
     ax.set_ylim(lo, hi)
     ax.set_xlabel(f"{fit.reference} {fit.metric} (%, {fit.transform} scale)")
     ax.set_ylabel(f"{fit.shifted} {fit.metric} (%, {fit.transform} scale)")
-    ax.set_title(f"effective robustness {fit.reference} → {fit.shifted} ({fit.task})",
-                 fontsize=10)
+    title = f"effective robustness {fit.reference} → {fit.shifted} ({fit.task})"
+    if iv is not None:
+        title += f"\nintervals: bootstrap over test items, {iv.resamples} resamples"
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return fig
