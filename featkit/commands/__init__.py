@@ -8,6 +8,7 @@ COMMANDS = (
     "extract",
     "list",
     "info",
+    "cache",
     "retrieval",
     "probe",
     "pairs",
