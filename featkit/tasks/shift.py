@@ -33,7 +33,7 @@ from featkit.tasks.settings import check_choice, check_device
 if TYPE_CHECKING:
     from featkit.featureset import FeatureSet
     from probes.linear import LinearProbe
-    from probes.shift import ClassSubset
+    from probes.shift import ClassSubset, MaskedAccuracy
 
 INFO = register(TaskInfo(
     name="shift", title="distribution shift", headline=("top1",),
@@ -91,7 +91,7 @@ class Outcome:
 # --------------------------------------------------------------------------- classifiers
 
 
-class _Scorer:
+class Scorer:
     """Scores of features over a subset of the reference classes (columns); ``known``: the
     reference class ids it can score (those with training data, or all)."""
 
@@ -106,7 +106,7 @@ class _Scorer:
         raise NotImplementedError
 
 
-class _LinearScorer(_Scorer):
+class LinearScorer(Scorer):
     """A linear probe whose class ``rows[c]`` is reference class ``c`` (-1: not learnt)."""
 
     name = "linear"
@@ -128,7 +128,7 @@ class _LinearScorer(_Scorer):
         return {"probe": self.info}
 
 
-class _ZeroShotScorer(_Scorer):
+class ZeroShotScorer(Scorer):
     name = "zeroshot"
 
     def __init__(self, embeddings: np.ndarray, templates: Sequence[str]) -> None:
@@ -145,7 +145,7 @@ class _ZeroShotScorer(_Scorer):
                 "class_text": "readable class names (CLIP's for ImageNet wnids)"}
 
 
-class _KnnScorer(_Scorer):
+class KnnScorer(Scorer):
     name = "knn"
 
     def __init__(self, bank_x: np.ndarray, bank_y: np.ndarray, settings: knn.Settings,
@@ -171,7 +171,7 @@ class _KnnScorer(_Scorer):
                 "bank_rule": "the bank's items of the classes the set covers"}
 
 
-def _saved_probe(path: str, reference: FeatureSet) -> _LinearScorer:
+def _saved_probe(path: str, reference: FeatureSet) -> LinearScorer:
     from probes.linear import LinearProbe
 
     probe = LinearProbe.load(path)
@@ -184,12 +184,12 @@ def _saved_probe(path: str, reference: FeatureSet) -> _LinearScorer:
                            f"{len(index)} other classes: pass the probe trained on these features")
     rows = np.full(len(index), -1, dtype=np.int64)
     rows[[index[c] for c in probe.class_names]] = np.arange(probe.num_classes)
-    return _LinearScorer(probe, rows, {"source": str(path), "C": probe.C,
+    return LinearScorer(probe, rows, {"source": str(path), "C": probe.C,
                                        "normalization": probe.normalization})
 
 
 def _linear_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet,
-                   progress: bool) -> _LinearScorer:
+                   progress: bool) -> LinearScorer:
     """The saved probe, or one fitted on the reference's train (C chosen on val) over the
     classes train has (all 1,000 for ImageNet)."""
     from probes.linear import fit_linear_probe
@@ -216,20 +216,20 @@ def _linear_scorer(source: FeatureSource, settings: Settings, reference: Feature
     if len(present) < len(class_names):
         warnings.append(f"the probe learns the {len(present)} of {len(class_names)} "
                         f"{settings.reference} classes that have training images")
-    return _LinearScorer(fit.probe, rows, info, warnings)
+    return LinearScorer(fit.probe, rows, info, warnings)
 
 
-def _knn_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet) -> _KnnScorer:
+def _knn_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet) -> KnnScorer:
     options = settings.knn_settings
     sets = {split: source.load(settings.reference, split) for split in options.bank_splits}
     check_same_classes({**sets, settings.reference_split: reference}, settings.reference)
     bank_x = np.concatenate([fs.features for fs in sets.values()])
     bank_y = np.concatenate([fs.labels for fs in sets.values()]).astype(np.int64)
-    return _KnnScorer(bank_x, bank_y, options, settings.device or options.device)
+    return KnnScorer(bank_x, bank_y, options, settings.device or options.device)
 
 
 def _zeroshot_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet,
-                     progress: bool) -> _ZeroShotScorer:
+                     progress: bool) -> ZeroShotScorer:
     from featkit.datasets.imagenet import readable_names
     from featkit.text import embed_texts
 
@@ -244,7 +244,7 @@ def _zeroshot_scorer(source: FeatureSource, settings: Settings, reference: Featu
                            f"(e.g. last_token for the VLMs)")
     mean = vectors.reshape(len(names), len(settings.templates), -1).mean(axis=1)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-    return _ZeroShotScorer(mean.astype(np.float32), settings.templates)
+    return ZeroShotScorer(mean.astype(np.float32), settings.templates)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -278,24 +278,46 @@ def class_subset(shifted: FeatureSet, name: str, reference: FeatureSet,
     return ClassSubset.from_names(shifted.class_names, reference.class_names, mapping), mapping
 
 
+def score_set(scorer: Scorer, subset: ClassSubset, features: np.ndarray, labels: np.ndarray,
+              reference_features: np.ndarray, reference_labels: np.ndarray,
+              reference_scores: np.ndarray | None = None
+              ) -> tuple[MaskedAccuracy, MaskedAccuracy, np.ndarray]:
+    """One shifted set and its reference counterpart: (shifted accuracy, reference accuracy,
+    the reference rows it used). ``reference_scores``: the scorer's scores of every reference
+    item over every reference class (linear and zero-shot compute them once per run and slice
+    them here); None computes the rows and columns needed (kNN, whose bank depends on them)."""
+    from probes.shift import reference_accuracy, shifted_accuracy
+
+    columns = subset.columns
+    rows = subset.reference_items(reference_labels)
+    if reference_scores is None:
+        ref_scores = scorer.scores(reference_features[rows], columns)
+    elif columns.size == reference_scores.shape[1]:
+        ref_scores = reference_scores if rows.size == len(reference_labels) \
+            else reference_scores[rows]
+    else:
+        ref_scores = reference_scores[np.ix_(rows, columns)]
+    ref = reference_accuracy(ref_scores, reference_labels[rows], subset)
+    shifted = shifted_accuracy(scorer.scores(features, columns), labels, subset)
+    return shifted, ref, rows
+
+
 def run(source: FeatureSource, shifted: Sequence[str] = DEFAULT_SHIFTS,
         settings: Settings | None = None, *, save_probe: str | os.PathLike | None = None,
         progress: bool = True) -> Outcome:
     """Fit (or load, or build) the classifier on the reference once, then score every shifted
     set and its reference counterpart; one record per shifted set (task ``"shift"``)."""
-    from probes.shift import reference_accuracy, shifted_accuracy
-
     settings = settings or Settings()
     if not shifted:
         raise FeatkitError("--eval names no shifted dataset")
     reference = source.load(settings.reference, settings.reference_split)
     if settings.classifier == "linear":
-        scorer: _Scorer = _linear_scorer(source, settings, reference, progress)
+        scorer: Scorer = _linear_scorer(source, settings, reference, progress)
     elif settings.classifier == "knn":
         scorer = _knn_scorer(source, settings, reference)
     else:
         scorer = _zeroshot_scorer(source, settings, reference, progress)
-    if save_probe and isinstance(scorer, _LinearScorer):
+    if save_probe and isinstance(scorer, LinearScorer):
         scorer.info["saved_to"] = str(scorer.probe.save(save_probe))
     roots = dict(settings.data_roots)
     all_columns = np.arange(len(reference.class_names))
@@ -309,15 +331,10 @@ def run(source: FeatureSource, shifted: Sequence[str] = DEFAULT_SHIFTS,
         if columns.size == 0:
             raise FeatkitError(f"{name}: none of the {covered.columns.size} {settings.reference} "
                                f"classes it covers has training data for the classifier")
-        rows = subset.reference_items(reference.labels)
-        if isinstance(scorer, _KnnScorer):
-            ref_scores = scorer.scores(reference.features[rows], columns)
-        else:
-            if full_reference is None:
-                full_reference = scorer.scores(reference.features, all_columns)
-            ref_scores = full_reference[np.ix_(rows, columns)]
-        ref = reference_accuracy(ref_scores, reference.labels[rows], subset)
-        result = shifted_accuracy(scorer.scores(fs.features, columns), fs.labels, subset)
+        if full_reference is None and not isinstance(scorer, KnnScorer):
+            full_reference = scorer.scores(reference.features, all_columns)
+        result, ref, rows = score_set(scorer, subset, fs.features, fs.labels,
+                                      reference.features, reference.labels, full_reference)
         items = {
             "top1": ItemScores.of(result.correct, fs.sample_ids),
             "reference_top1": ItemScores.of(ref.correct, [reference.sample_ids[i] for i in rows],
@@ -329,10 +346,10 @@ def run(source: FeatureSource, shifted: Sequence[str] = DEFAULT_SHIFTS,
                  f"{columns.size}"] if unscored else []
         records.append(_record(source, settings, scorer, name, fs, reference, covered, subset,
                                mapping, result.top1, ref.top1, items, notes))
-    return Outcome(records, scorer.probe if isinstance(scorer, _LinearScorer) else None)
+    return Outcome(records, scorer.probe if isinstance(scorer, LinearScorer) else None)
 
 
-def _record(source: FeatureSource, settings: Settings, scorer: _Scorer, name: str,
+def _record(source: FeatureSource, settings: Settings, scorer: Scorer, name: str,
             fs: FeatureSet, reference: FeatureSet, covered: ClassSubset, subset: ClassSubset,
             mapping: Mapping[str, list[str]], top1: float, ref_top1: float,
             items: Mapping[str, ItemScores], notes: Sequence[str]) -> dict[str, Any]:
