@@ -43,6 +43,7 @@ __all__ = [
     "LoadRequest",
     "TextTower",
     "build_open_clip_text",
+    "image_kind",
     "load_text_tower",
     "read_text_state",
     "register_family",
@@ -130,6 +131,8 @@ class TextTower:
 Loader = Callable[[LoadRequest], TextTower]
 _FAMILY_LOADERS: dict[str, Loader] = {}
 _MODEL_LOADERS: dict[str, Loader] = {}
+#: the image kind of the test models' text sides (families decide theirs in :func:`image_kind`)
+_MODEL_KINDS: dict[str, str] = {}
 
 
 def register_family(family: str) -> Callable[[Loader], Loader]:
@@ -140,10 +143,12 @@ def register_family(family: str) -> Callable[[Loader], Loader]:
     return deco
 
 
-def register_model(model_id: str) -> Callable[[Loader], Loader]:
-    """Decorator: the text loader of one model id (wins over its family's)."""
+def register_model(model_id: str, image_kind: str = "aligned") -> Callable[[Loader], Loader]:
+    """Decorator: the text loader of one model id (wins over its family's), whose embeddings
+    compare with ``image_kind`` features."""
     def deco(loader: Loader) -> Loader:
         _MODEL_LOADERS[model_id] = loader
+        _MODEL_KINDS[model_id] = image_kind
         return loader
     return deco
 
@@ -151,6 +156,21 @@ def register_model(model_id: str) -> Callable[[Loader], Loader]:
 def text_families() -> list[str]:
     """Families and model ids that have a text side (for error messages)."""
     return [*_FAMILY_LOADERS, *_MODEL_LOADERS]
+
+
+def image_kind(model: str, weights: str | os.PathLike | None = None) -> str:
+    """The image feature kind ``model``'s text embeddings are compared with, without loading
+    it: ``aligned`` for the CLIP-style towers, ``last_token`` for the VLMs."""
+    spec = get_spec(model)
+    if spec.name in _MODEL_KINDS:
+        return _MODEL_KINDS[spec.name]
+    if spec.family == "hf":
+        from extractors.hf_weights import resolve_weights
+
+        path, _, _ = resolve_weights(spec.name.partition(":")[2], str(weights) if weights else None,
+                                     None, hash_weights=False)
+        return "aligned" if _hf_model_type(path) in HF_TEXT_MODEL_TYPES else "last_token"
+    return "aligned"
 
 
 def load_text_tower(
@@ -471,5 +491,5 @@ def _load_hf(request: LoadRequest) -> TextTower:
     return _load_vlm(request)
 
 
-register_model("test:tiny-llava")(_load_vlm)
-register_model("test:tiny-qwen2vl")(_load_vlm)
+register_model("test:tiny-llava", "last_token")(_load_vlm)
+register_model("test:tiny-qwen2vl", "last_token")(_load_vlm)

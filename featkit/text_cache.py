@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,13 +163,14 @@ def class_embeddings(
     names: Sequence[str],
     templates: TemplateSet,
     *,
-    tower: TextTower | None = None,
+    tower: TextTower | Callable[[], TextTower] | None = None,
     progress: bool = False,
     overwrite: bool = False,
 ) -> ClassEmbeddings:
     """The class embeddings of ``names`` (clean class names, in label order) with
-    ``templates``: read from the cache, else computed (resumably) and cached. ``tower``
-    reuses a loaded text tower."""
+    ``templates``: read from the cache, else computed (resumably) and cached. ``tower``: a
+    loaded text tower to use, or a function that loads one only when it is needed (see
+    :func:`lazy_tower`); None loads the source's."""
     names = [str(n) for n in names]
     if not names:
         raise FeatkitError(f"{dataset}: no class names to embed")
@@ -177,11 +178,12 @@ def class_embeddings(
         found, notes = find_text_files(source, dataset, names, templates)
         if found:
             return _read(found[-1][0], templates, notes=notes)
-    if tower is None:
-        from extractors.text_towers import load_text_tower
+    from extractors.text_towers import TextTower
 
-        tower = load_text_tower(source.model, weights=source.weights, adapter=source.adapter,
-                                device=source.device, precision=source.precision)
+    if tower is None:
+        tower = lazy_tower(source)
+    if not isinstance(tower, TextTower):
+        tower = tower()
     if source.weights_identity is not None and tower.weights_identity != source.weights_identity:
         raise FeatkitError(
             f"{tower.model}: the text tower's weights ({tower.weights_identity}) are not those of "
@@ -193,6 +195,23 @@ def class_embeddings(
             return _read(path, templates)  # another process wrote it while we waited
         _compute(path, key, tower, names, templates, progress=progress)
     return _read(path, templates, computed=True)
+
+
+def lazy_tower(source: TextSource) -> Callable[[], TextTower]:
+    """A function returning the source's text tower, loaded on its first call only (several
+    datasets' class embeddings then share one load, and cached ones need none)."""
+    loaded: list[TextTower] = []
+
+    def get() -> TextTower:
+        if not loaded:
+            from extractors.text_towers import load_text_tower
+
+            loaded.append(load_text_tower(source.model, weights=source.weights,
+                                          adapter=source.adapter, device=source.device,
+                                          precision=source.precision))
+        return loaded[0]
+
+    return get
 
 
 def _read(path: Path, templates: TemplateSet, *, notes: Sequence[str] = (),

@@ -155,10 +155,20 @@ def zeroshot_classify(
         raise ValueError(f"{len(names)} class names for {n_out} classes")
     if labels.size and (labels.min() < 0 or labels.max() >= n_out):
         raise ValueError(f"labels must lie in [0, {n_out}); got [{labels.min()}, {labels.max()}]")
+    ranks = zeroshot_ranks(features, labels, classes, groups=groups, device=device)
+    return metrics_from_ranks(ranks, labels, names)
+
+
+def zeroshot_ranks(features: np.ndarray, labels: np.ndarray, classes: np.ndarray, *,
+                   groups: np.ndarray | None = None, device: str | None = "cpu") -> np.ndarray:
+    """The rank of each image's true class among the class scores (0 = predicted), block by
+    block (:func:`true_class_ranks`); scores of subsets (one dataset of a merged run) follow
+    from it with :func:`metrics_from_ranks`."""
+    labels = np.asarray(labels, dtype=np.int64)
     ranks = np.zeros(len(labels), dtype=np.int64)
     for rows, scores in score_blocks(features, classes, groups=groups, device=device):
         ranks[rows] = true_class_ranks(scores, labels[rows])
-    return metrics_from_ranks(ranks, labels, names)
+    return ranks
 
 
 def zeroshot_scores(features: np.ndarray, classes: np.ndarray, *,

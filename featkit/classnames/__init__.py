@@ -186,14 +186,14 @@ def resolve_class_names(
 
 def _align(list_name: str, raw: list[str], clean: list[str], source: str) -> ClassNames:
     """``clean`` reordered to the labels of ``raw``: by key when every raw name finds exactly
-    one clean name, else by position when the counts agree."""
+    one clean name (a subset of the classes too), else by position when the counts agree."""
     by_key: dict[str, list[int]] = {}
     for index, name in enumerate(clean):
         by_key.setdefault(name_key(name), []).append(index)
     found = [by_key.get(name_key(r), []) for r in raw]
+    if all(len(f) == 1 for f in found) and len({f[0] for f in found}) == len(raw):
+        return ClassNames(tuple(clean[f[0]] for f in found), source, "name")
     if len(raw) == len(clean):
-        if all(len(f) == 1 for f in found) and len({f[0] for f in found}) == len(raw):
-            return ClassNames(tuple(clean[f[0]] for f in found), source, "name")
         verified = sum(name_key(r) == name_key(c) for r, c in zip(raw, clean))
         return ClassNames(tuple(clean), source, "position", verified)
     raise FeatkitError(

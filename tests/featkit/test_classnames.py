@@ -46,11 +46,13 @@ def test_template_sets_hold_one_placeholder_each():
 
 def test_names_match_by_key_in_any_order():
     """CUB's cache names (``Black_footed_Albatross``) find the clean list by key; a shuffled
-    cache order is followed."""
+    cache order is followed, and so is a subset of the classes."""
     clean = dataset_entry("cub").classes
     raw = [name.replace(" ", "_") for name in clean][::-1]
     names = resolve_class_names("cub", raw)
     assert names.matched_by == "name" and names.names == tuple(clean[::-1])
+    subset = resolve_class_names("cub", ["Laysan_Albatross", "Black_footed_Albatross"])
+    assert subset.names == ("Laysan Albatross", "Black footed Albatross")
 
 
 def test_renamed_lists_match_by_position():
