@@ -8,7 +8,7 @@ published values next to the measured ones.
   (``{"featkit_expected": [{task, model, dataset, metric, value, source, features}, ...]}``,
   values as fractions); :func:`collect_expected` finds those files and :func:`expected_frame`
   gives "expected / measured / difference" per cell, with a row for every expected value even
-  when nothing measured it yet.
+  when nothing measured it yet (``perturbed_top1``: a PGD sweep's top-1 at its largest budget).
 """
 
 from __future__ import annotations
@@ -66,8 +66,18 @@ def collect_expected(sources: str | os.PathLike | Iterable[Any]) -> list[dict[st
     return found
 
 
+#: The metric name an expected value uses for a PGD sweep's top-1 at its largest budget.
+PERTURBED = "perturbed_top1"
+
+
 def _metric(record: Mapping[str, Any], name: str) -> float:
-    value = record.get("metrics", {}).get(name)
+    """A record's scalar metric; ``perturbed_top1`` of a sweep is the top-1 at its largest
+    budget (as the clean-vs-perturbed table shows by default)."""
+    metrics = record.get("metrics", {})
+    value = metrics.get(name)
+    sweep = metrics.get("sweep")
+    if value is None and name == PERTURBED and isinstance(sweep, list) and sweep:
+        value = max(sweep, key=lambda p: (p.get("eps") or 0.0)).get("top1")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
         else math.nan
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from featkit.errors import FeatkitError
 from featkit.suite.plan import Cell
-from featkit.suite.spec import ModelSpec, tupled
+from featkit.suite.spec import ModelSpec
 
 
 def write_state(path: Path, state: Mapping[str, Any]) -> None:
@@ -117,7 +117,7 @@ def run_task(cell: Cell, out: Path, *, cache_dir: str | None, progress: bool
     from featkit.tasks.settings import settings_from
 
     module = importlib.import_module(get_task(cell.task).module)
-    settings = settings_from(module.Settings, tupled(cell.settings), task=cell.task)
+    settings = settings_from(module.Settings, cell.values, task=cell.task)
     model = cell.model
     source = FeatureSource(model=model.id, features=cell.features[0], weights=model.weights,
                            adapter=model.adapter, cache_dir=cache_dir)

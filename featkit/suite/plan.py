@@ -31,6 +31,8 @@ EXTRACT_DEFAULTS: dict[str, Any] = {"batch_size": 64, "device": "auto", "precisi
                                     "skip_bad": False, "splits": ("train", "val", "test")}
 #: Extraction keywords that change the features (and so the key of the cells reading them).
 FEATURE_KEYWORDS = ("precision", "skip_bad")
+#: Task modules the registry does not import itself yet (FG-BMK's protocol).
+EXTRA_TASK_MODULES = ("featkit.tasks.fgbmk",)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class Cell:
     """One unit of work. ``features``: the kind a task reads, or the kinds an extraction
     writes; ``path``: the record (tasks) relative to the suite's out folder; ``state``: the
     ``.cell`` file next to it; ``depends``: the ``source_key`` of each extraction cell whose
-    features it reads (what the features depend on: model, weights, options, data)."""
+    features it reads (what the features depend on: model, weights, options, data);
+    ``settings``: every setting with its default, as the key hashes them; ``values``: the
+    settings the suite gives, from which the task's ``Settings`` is built."""
 
     task: str
     model: ModelSpec
@@ -52,6 +56,7 @@ class Cell:
     label: str = ""
     multi_dataset: bool = False
     source_key: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -197,10 +202,12 @@ def build_plan(suite: Suite) -> Plan:
     """Every cell of ``suite`` with its key and files; settings and model options are checked
     here, before any work."""
     import extractors
+    from featkit._imports import import_present
     from featkit.cache import slug
     from featkit.tasks.registry import tasks
 
     register_aliases(suite)
+    import_present(EXTRA_TASK_MODULES)
     registered = tasks()
     notes: list[str] = []
     entries: list[_TaskEntry] = []
@@ -250,7 +257,7 @@ def build_plan(suite: Suite) -> Plan:
                         t.task, model, group, (kind,), entry.settings, key,
                         folder / f"{stem}.json", folder / f"{stem}.cell",
                         depends=tuple(digest(s) for s in sources), label=t.label,
-                        multi_dataset=entry.multi_dataset))
+                        multi_dataset=entry.multi_dataset, values=t.settings))
     cells = []
     for pair in extract_cells.values():
         order = pair["order"]  # the model's own order, as featkit extract writes them

@@ -63,3 +63,12 @@ def test_the_report_command_reads_a_suites_expected_file(tmp_path, capsys):
     assert "Expected / measured / difference" in md and "FG-BMK protocol next to" in md
     assert (tmp_path / "rep" / "expected.csv").exists()
     assert (tmp_path / "rep" / "protocols.csv").exists()
+
+
+def test_a_perturbed_value_is_the_sweeps_largest_budget():
+    sweep = _record("perturb", {"clean_top1": 0.9, "sweep": [
+        {"eps": 0.0, "top1": 0.9}, {"eps": 0.2, "top1": 0.25}, {"eps": 0.1, "top1": 0.5}]})
+    rep = report([sweep], figures=False, expected=[
+        {"task": "perturb", "model": "m", "dataset": "cub", "metric": "perturbed_top1",
+         "value": 0.2494, "source": "FG-BMK Table 5"}])
+    assert rep.expected["measured"].tolist() == [0.25]
