@@ -228,6 +228,6 @@ def test_optional_tasks_and_missing_kinds_are_left_out_with_a_note(tmp_path):
         '\n[[tasks]]\ntask = "retrieval"\nfeatures = ["aligned"]\n'
     suite = write_suite(tmp_path / "s.toml", tmp_path / "o", tmp_path / "c", text)
     plan = build_plan(load_suite(suite))
-    assert any("task 'zeroshot' is not in this featkit" in n for n in plan.notes)
+    assert any("task 'no_such_task' is not in this featkit" in n for n in plan.notes)
     assert "pixels:8 has no 'aligned' features: retrieval on them is left out" in plan.notes
     assert "test__tiny-clip/digits/retrieval-aligned" in [c.name for c in plan.cells]
