@@ -130,3 +130,34 @@ def test_a_set_with_other_classes_is_refused(workspace):
     with pytest.raises(FeatkitError, match="not imagenet classes"):
         shift.run(workspace["source"], ["imagefolder"], shift.Settings(probe=str(path)),
                   progress=False)
+
+
+def test_zeroshot_embeds_each_class_name_in_every_template(workspace, monkeypatch):
+    """The text side is faked: each prompt embeds as the mean train feature of the class it
+    names (zero for classes without images), so zero-shot should work like a class-mean probe."""
+    import featkit.text
+    from featkit.datasets.imagenet import readable_names
+
+    source = workspace["source"]
+    train = source.load("imagenet", "train")
+    names = readable_names(train.class_names)
+    means = {names[c]: train.features[train.labels == c].mean(axis=0)
+             for c in np.unique(train.labels)}
+    seen = []
+
+    def fake(model, prompts, **options):
+        seen.extend(prompts)
+        dim = train.features.shape[1]
+        return np.stack([means.get(p.split("|")[1], np.zeros(dim)) for p in prompts])
+
+    monkeypatch.setattr(featkit.text, "embed_texts", fake)
+    settings = shift.Settings(classifier="zeroshot", templates=("a |{}|.", "the |{}|"))
+    (record,) = shift.run(source, ["imagenet-r"], settings, progress=False).records
+    assert len(seen) == 2 * 1000 and seen[:2] == ["a |tench|.", "the |tench|"]
+    assert record["settings"]["templates"] == ["a |{}|.", "the |{}|"]
+    assert record["metrics"]["reference_top1"] > 0.5
+    monkeypatch.setattr(featkit.text, "embed_texts", lambda m, p, **o: np.ones((len(p), 3)))
+    with pytest.raises(FeatkitError, match="text embeddings are 3-d"):
+        shift.run(source, ["imagenet-r"], settings, progress=False)
+    with pytest.raises(FeatkitError, match="needs a"):
+        shift.Settings(classifier="zeroshot", templates=("no slot",))
