@@ -224,7 +224,7 @@ def test_plans_are_checked_before_any_work(tmp_path, edit, message):
 
 
 def test_optional_tasks_and_missing_kinds_are_left_out_with_a_note(tmp_path):
-    text = SUITE + '\n[[tasks]]\ntask = "zeroshot"\noptional = true\n' \
+    text = SUITE + '\n[[tasks]]\ntask = "no_such_task"\noptional = true\n' \
         '\n[[tasks]]\ntask = "retrieval"\nfeatures = ["aligned"]\n'
     suite = write_suite(tmp_path / "s.toml", tmp_path / "o", tmp_path / "c", text)
     plan = build_plan(load_suite(suite))
