@@ -31,6 +31,7 @@ LEAF_HELPERS = ("featkit.errors", "featkit._imports", "featkit._device")
 COMMAND_PROBE_ALLOWED = ("probes.perturb_plot",)
 #: featkit's layers below the tasks: data, extraction, cache and records.
 LOWER = ("featkit.cache", "featkit.featureset", "featkit.extraction", "featkit.datasets",
+         "featkit.inventory",
          "featkit.distributed", "featkit.results", "featkit.errors", "featkit._imports",
          "featkit._device", "featkit._version")
 #: What the lower layers never import.

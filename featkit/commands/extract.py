@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (recorded in the file) instead of stopping")
     parser.add_argument("--max-pixels", type=non_negative_int, default=None, help="images with more pixels are bad images (named; --skip-bad leaves them out); default 178956970, PIL's decompression-bomb limit; 0 = no limit")
     parser.add_argument("--overwrite", action="store_true", help="recompute even if the cache has these features")
+    parser.add_argument("--verify", action="store_true", help="hash every image's bytes into the cache key (default: file size and mtime); a file extracted without it, or from other bytes, is rebuilt")
     parser.add_argument("--distributed", action="store_true", help="split the work across the processes of a torchrun launch (automatic under torchrun)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
+        verify=args.verify,
         skip_bad=args.skip_bad,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,

@@ -47,7 +47,7 @@ def _budgets_text(values, *, pixels: bool = False) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from featkit.tasks.perturb import DEFAULT_FEATURE_EPS, DEFAULT_IMAGE_EPS, Settings
 
-    add_model_dataset(parser)
+    add_model_dataset(parser, data_root=True)
     add_features(parser)
     parser.add_argument("--space", default=Settings.space, choices=["feature", "image"],
                         help="perturb the cached features (default) or the input pixels")
@@ -94,9 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=Settings.batch_size,
                         help="images per attack batch with --space image (default: "
                         f"{Settings.batch_size})")
-    parser.add_argument("--data-root", default=None,
-                        help="dataset root for --space image (default: the one recorded in "
-                        "the cache)")
     parser.add_argument("--device", type=device, default=Settings.device,
                         help=f"cpu, cuda or auto (default: {Settings.device})")
     add_ci(parser, unit="the attacked items (clean and at each budget)")

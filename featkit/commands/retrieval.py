@@ -30,7 +30,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from featkit.tasks.retrieval import Settings
 
-    add_model_dataset(parser)
+    add_model_dataset(parser, data_root=True)
     add_features(parser)
     parser.add_argument("--query-split", default=Settings.query_split,
                         help=f"split whose images are the queries (default: {Settings.query_split})")
