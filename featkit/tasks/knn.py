@@ -109,6 +109,7 @@ def _single(s: Splits, settings: Settings, progress: bool) -> dict[str, Any]:
     return make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
         settings=_record_settings(result, settings), provenance=provenance([s]), extra=extra,
+        warnings=s.notes,
     )
 
 
@@ -155,4 +156,5 @@ def _merged(loaded: Sequence[Splits], splits, settings: Settings, progress: bool
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),
         settings=_record_settings(result, settings), provenance=provenance(loaded), extra=extra,
+        warnings=[n for s in loaded for n in s.notes],
     )

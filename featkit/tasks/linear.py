@@ -163,7 +163,8 @@ def _single(s: Splits, settings: Settings, path: Path | None, progress: bool):
     attach_item_scores(extra, items, settings.ci, result.metrics())
     record = make_result(INFO.name, model=s.model, dataset=s.dataset, features=s.kind,
                          metrics=result.metrics(), settings=_record_settings(result, settings),
-                         provenance=provenance([s]), extra=extra, warnings=fit.warnings)
+                         provenance=provenance([s]), extra=extra,
+                         warnings=[*s.notes, *fit.warnings])
     return fit, record
 
 
@@ -208,6 +209,6 @@ def _merged(loaded: Sequence[Splits], settings: Settings, save_probe, progress: 
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),
         settings=_record_settings(result, settings), provenance=provenance(loaded), extra=extra,
-        warnings=[*fit.warnings, *warnings],
+        warnings=[*(n for s in loaded for n in s.notes), *fit.warnings, *warnings],
     )
     return Outcome([record], {"merged": fit})

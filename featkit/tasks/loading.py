@@ -81,6 +81,12 @@ class Splits:
     def provenance(self) -> dict[str, Any]:
         return dict(self.meta)
 
+    @property
+    def notes(self) -> list[str]:
+        """How the cache files were chosen, when that needs saying (see ``FeatureSet.notes``):
+        every task puts these into its record's warnings."""
+        return notes_of(*self.files.values())
+
 
 @dataclass
 class Merged:
@@ -91,6 +97,11 @@ class Merged:
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     owner: dict[str, np.ndarray]
+
+
+def notes_of(*feature_sets: FeatureSet | None) -> list[str]:
+    """The files' notes, each once, in order."""
+    return list(dict.fromkeys(n for fs in feature_sets if fs is not None for n in fs.notes))
 
 
 def read_label_map(path: str | os.PathLike) -> dict[str, str]:
@@ -170,6 +181,9 @@ def load_datasets(
         raise FeatkitError("--dataset names no dataset")
     if merge and len(datasets) < 2:
         raise FeatkitError("--merge needs two or more datasets, e.g. --dataset cub,cars,aircraft")
+    if source.data_root is not None and len(datasets) > 1:
+        raise FeatkitError("--data-root names one dataset's root; run several datasets without it "
+                           "(the newest matching cache file of each is read, with a note)")
     if label_map is not None and len(datasets) > 1:
         raise FeatkitError(
             "--label-map merges classes within one dataset; run it with a single --dataset"

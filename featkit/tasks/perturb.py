@@ -19,7 +19,7 @@ import numpy as np
 from featkit.errors import FeatkitError
 from featkit.tasks import linear
 from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores
-from featkit.tasks.loading import FeatureSource, check_same_classes
+from featkit.tasks.loading import FeatureSource, load_splits, notes_of
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import (
     check_choice,
@@ -136,15 +136,16 @@ def parse_budgets(text: str, option: str = "--eps") -> list[float]:
 
 
 def train_probe(source: FeatureSource, dataset: str, settings: linear.Settings, *,
-                progress: bool = True) -> LinearProbeFit:
-    """The linear task's probe on train (C chosen on val), refit as that task refits."""
+                progress: bool = True) -> tuple[LinearProbeFit, list[str]]:
+    """The linear task's probe on train (C chosen on val), refit as that task refits, and the
+    notes of the files it read."""
     from probes.linear import fit_linear_probe
 
-    sets = {split: source.load(dataset, split) for split in ("train", "val")}
-    class_names = check_same_classes(sets, dataset)
-    train, val = sets["train"], sets["val"]
-    return fit_linear_probe(train.features, train.labels, val.features, val.labels,
-                            class_names=class_names, **settings.probe_options(progress))
+    splits = load_splits(source, dataset, ("train", "val"))
+    fit = fit_linear_probe(splits.features["train"], splits.labels["train"],
+                           splits.features["val"], splits.labels["val"],
+                           class_names=splits.class_names, **settings.probe_options(progress))
+    return fit, splits.notes
 
 
 def trained_probe_info(fit: LinearProbeFit) -> dict[str, Any]:
@@ -178,11 +179,13 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
     settings = settings or Settings()
     values, eps_rel = settings.budgets()
     test = source.load(dataset, settings.split)
+    train_notes: list[str] = []
     if settings.probe is not None:
         head, probe_info = load_probe(settings.probe, test)
     else:
         if fit is None:
-            fit = train_probe(source, dataset, settings.probe_settings(), progress=progress)
+            fit, train_notes = train_probe(source, dataset, settings.probe_settings(),
+                                           progress=progress)
         head, probe_info = fit.probe, trained_probe_info(fit)
         if list(head.class_names) != list(test.class_names):
             raise FeatkitError(f"{dataset}: the {settings.split} cache file lists other classes "
@@ -207,7 +210,8 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
                        **image_settings}
     extra["counts"] = {settings.split: sweep.n}
     attach_item_scores(extra, sweep_items(sweep, test), settings.ci, _interval_estimates(sweep))
-    warnings = [f"probe: {w}" for w in (fit.warnings if fit is not None else ())]
+    warnings = [*notes_of(test), *train_notes,
+                *(f"probe: {w}" for w in (fit.warnings if fit is not None else ()))]
     record = make_result(INFO.name, model=test.model or source.model, dataset=dataset,
                          features=test.kind, metrics=sweep.metrics(), settings=record_settings,
                          provenance=dict(test.meta), extra=extra, warnings=warnings)

@@ -7,7 +7,7 @@ from typing import Any
 
 from featkit.errors import FeatkitError
 from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores
-from featkit.tasks.loading import FeatureSource
+from featkit.tasks.loading import FeatureSource, notes_of
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice
 from probes.defaults import RETRIEVAL_MAX_MEMORY, RETRIEVAL_METRIC
@@ -95,6 +95,7 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
         },
         provenance=provenance,
         extra=extra,
+        warnings=notes_of(query, gallery),
     )
 
 

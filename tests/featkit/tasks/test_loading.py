@@ -95,3 +95,29 @@ def test_decoded_images_name_a_broken_file(tmp_path):
     Path(sample.locator).write_bytes(b"not an image")
     with pytest.raises(BadImageError, match=r"cannot decode .* for the image-space attack"):
         images[0:1]
+
+
+def test_a_stale_second_file_is_a_warning_not_a_lock_out(tmp_path, capsys):
+    """The dataset changed after a first extraction: both cache files match the model, the
+    probe reads the newest (or the one --data-root names) and says so in the record."""
+    import json
+
+    from featkit.testing.datasets import make_imagefolder
+
+    folder = make_imagefolder(tmp_path / "f", n_classes=3, train_per_class=6, val_per_class=2,
+                              test_per_class=2)
+    cache = tmp_path / "cache"
+    featkit.extract(MODEL, "imagefolder", data_root=folder.root, cache_dir=cache,
+                    progress=False, num_workers=0)
+    next((folder.root / "train").rglob("*.png")).unlink()  # the train split changes
+    featkit.extract(MODEL, "imagefolder", data_root=folder.root, cache_dir=cache,
+                    progress=False, num_workers=0)
+    out = tmp_path / "knn.json"
+    argv = ["probe", "knn", "--model", MODEL, "--dataset", "imagefolder", "--k", "1",
+            "--cache-dir", str(cache), "--no-progress", "--json", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert record["counts"]["bank"] == 3 * 8 - 1
+    assert any("train" in w and ".h5" in w for w in record["warnings"]), record["warnings"]
+    assert main([*argv, "--data-root", str(folder.root)]) == 0
+    assert json.loads(out.read_text())["counts"]["bank"] == 3 * 8 - 1
