@@ -159,11 +159,15 @@ def _forward(extractor, images, kinds: Sequence[str], device: str, precision: st
 
 
 def _split_key(extractor, model_id: str, dataset: ImageDataset, split: str, samples: Sequence[Sample]) -> CacheKey:
+    settings = extractor.key_settings()
+    if dataset.max_pixels != DEFAULT_MAX_PIXELS:
+        # which images count as bad, and so which rows the file holds (default keys unchanged)
+        settings["max_pixels"] = dataset.max_pixels
     return CacheKey(
         model=model_id,
         weights=extractor.weights_identity,
         preprocessing=extractor.preprocessing,
-        settings=extractor.key_settings(),
+        settings=settings,
         dataset=dataset.name,
         data_root=dataset.key_root(),
         split=split,

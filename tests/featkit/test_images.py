@@ -219,3 +219,20 @@ def test_cli_max_pixels_is_one_line_then_skip_bad_goes_on(tmp_path):
     result = _cli(*args, "--skip-bad", "--max-pixels", "100000000")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert featkit.load("pixels:8", "imagefolder", "test", cache_dir=tmp_path / "cache").meta["skipped_ids"] == [huge_id]
+
+
+def test_a_non_default_pixel_limit_is_part_of_the_cache_key(tmp_path):
+    """Which images are too large decides which rows a file holds: a lower --max-pixels run
+    gets its own file, and the default keeps the keys it had."""
+    import featkit
+    from featkit.testing.datasets import make_imagefolder
+
+    folder = make_imagefolder(tmp_path / "f", n_classes=2, train_per_class=3, test_per_class=2)
+    cache = tmp_path / "cache"
+    kwargs = dict(data_root=folder.root, splits=["test"], cache_dir=cache, progress=False,
+                  num_workers=0)
+    default = featkit.extract("pixels:8", "imagefolder", **kwargs)[0]
+    limited = featkit.extract("pixels:8", "imagefolder", max_pixels=10_000, **kwargs)[0]
+    assert default.path != limited.path
+    assert "max_pixels" not in featkit.load_file(default.path).meta["key_fields"]["settings"]
+    assert featkit.load_file(limited.path).meta["key_fields"]["settings"]["max_pixels"] == 10_000
