@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featkit.commands.ci import add_ci
 from featkit.commands.common import (
     non_negative_float,
     positive_int,
@@ -61,11 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sweeps: fraction of the feature norm); default: each sweep's largest",
     )
     parser.add_argument("--dpi", type=positive_int, default=150, help="PNG resolution (default: 150)")
+    add_ci(parser, unit="the test items of each record, for effective robustness (records with "
+           "per-item scores)", default=0.95)
 
 
 def run(args: argparse.Namespace) -> int:
     from featkit.errors import FeatkitError
     from featkit.reporting import report
+    from featkit.reporting.robustness import interval_summary
 
     metrics = args.metrics if args.metrics in ("headline", "all") else split_list(args.metrics)
     if not metrics:
@@ -81,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         shift_task=args.shift_task,
         alpha=args.alpha,
         perturb_eps=args.perturb_eps,
+        ci=args.ci,
+        ci_resamples=args.ci_resamples,
+        ci_seed=args.ci_seed,
     )
     written = rep.write(args.out, dpi=args.dpi)
     out = Path(args.out)
@@ -91,9 +98,13 @@ def run(args: argparse.Namespace) -> int:
         print(test.summary())
     for fit in rep.robustness.values():
         print(fit.summary())
+        if fit.intervals is not None:
+            print(interval_summary(fit))
         for row in fit.points.itertuples(index=False):
-            print(f"  {row.system}: effective robustness {row.effective_robustness:+.2f} points"
-                  + (" (baseline)" if row.baseline else ""))
+            span = (f" [{row.er_low:+.2f}, {row.er_high:+.2f}]" if fit.intervals is not None
+                    else "")
+            print(f"  {row.system}: effective robustness {row.effective_robustness:+.2f}{span} "
+                  f"points" + (" (baseline)" if row.baseline else ""))
     for note in rep.notes:
         print(f"note: {note}")
     figures = [name for name in written if name.endswith(".png")]

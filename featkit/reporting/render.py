@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from featkit import plots
 from featkit.errors import FeatkitError
-from featkit.reporting.collect import collect_results
+from featkit.reporting.collect import Entry, collect_results
 from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
 from featkit.reporting.frames import (
     curves_for_plot,
@@ -41,17 +41,19 @@ from featkit.reporting.frames import (
     perturbed_frame,
     rank_test_for,
     results_frame,
-    robustness_fit,
     select_metrics,
     sweep_xlabel,
     sweeps_frame,
 )
+from featkit.reporting.robustness import interval_summary, robustness_fit_for
 from featkit.stats import ALPHA, RankTest, RobustnessFit, check_transform
 from featkit.tasks.registry import tasks
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from featkit.tasks.intervals import Interval
 
 
 @dataclass
@@ -140,6 +142,9 @@ def report(
     shift_task: str | None = None,
     alpha: float = ALPHA,
     perturb_eps: float | None = None,
+    ci: float | None = 0.95,
+    ci_resamples: int = 1000,
+    ci_seed: int = 0,
     figures: bool = True,
     dpi: int = 150,
     expected: Sequence[Mapping[str, Any]] | None = None,
@@ -154,6 +159,8 @@ def report(
     default all) with the ``transform`` (probit or logit) on ``shift_metric`` of ``shift_task``
     (default: the task with both datasets that the task registry ranks first by
     ``shift_priority``: linear_probe, else knn, else retrieval).
+    ``ci``: the level of the effective-robustness intervals, a bootstrap over test items from
+    the records' per-item scores (``ci_resamples`` resamples from ``ci_seed``; None: none).
     ``perturb_eps``: the budget of the clean-vs-perturbed table (default: each sweep's
     largest). ``figures=False`` computes tables and statistics only; ``dpi`` is the PNG
     resolution when writing. ``expected``: published values (``task, model, dataset, metric,
@@ -194,8 +201,9 @@ def report(
         )
 
     _add_rank_tests(rep, select_metrics(frame, metrics), alpha, figures)
-    _add_robustness(rep, shifts, figures, metric=shift_metric, task=shift_task,
-                    baseline=baseline, transform=transform)
+    _add_robustness(rep, entries, shifts, figures, _interval(ci, ci_resamples, ci_seed),
+                    metric=shift_metric, task=shift_task, baseline=baseline,
+                    transform=transform)
     _add_merged_and_perturbed(rep, figures)
     if out is not None:
         rep.write(out, dpi=dpi)
@@ -225,15 +233,25 @@ def _add_rank_tests(rep: Report, chosen: Sequence[tuple[str, str]], alpha: float
             )
 
 
-def _add_robustness(rep: Report, shifts: Sequence[str | tuple[str, str]], figures: bool,
-                    **fit_options: Any) -> None:
-    """The effective-robustness fit and figure of each ``REF:SHIFTED`` pair
-    (``fit_options``: those of :func:`~featkit.reporting.frames.robustness_fit`)."""
+def _interval(level: float | None, resamples: int, seed: int) -> Interval | None:
+    from featkit.tasks.intervals import Interval
+
+    return None if level is None else Interval(level, resamples, seed)
+
+
+def _add_robustness(rep: Report, entries: Sequence[Entry],
+                    shifts: Sequence[str | tuple[str, str]], figures: bool,
+                    interval: Interval | None, **fit_options: Any) -> None:
+    """The effective-robustness fit and figure of each ``REF:SHIFTED`` pair: on its shift
+    records when there are any, with intervals when their per-item scores allow
+    (:func:`~featkit.reporting.robustness.robustness_fit_for`; ``fit_options``: those of
+    :func:`~featkit.reporting.frames.robustness_fit`)."""
     for item in shifts:
         reference, shifted = parse_shift(item) if isinstance(item, str) else item
         key = f"{reference}:{shifted}"
         name = figure_name("effective_robustness", reference, shifted)
-        fit, note = robustness_fit(rep.results, reference, shifted, **fit_options)
+        fit, note = robustness_fit_for(entries, rep.results, reference, shifted,
+                                       interval=interval, **fit_options)
         if fit is None:
             rep.skipped[name] = f"effective robustness {key}: {note}"
             continue
@@ -296,6 +314,36 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+
+def _robustness_table(fit: RobustnessFit) -> pd.DataFrame:
+    """The points of a fit in percent (and points), intervals as ``[low, high]`` columns."""
+    import pandas as pd
+
+    p = fit.points
+    table = p.assign(
+        ref=p["ref"].map(_pct),
+        shifted=p["shifted"].map(_pct),
+        predicted=p["predicted"].map(_pct),
+        effective_robustness=p["effective_robustness"].map(lambda v: f"{v:+.2f}"),
+    )
+    if fit.intervals is not None:
+        level = f"{100 * fit.intervals.level:g}%"
+
+        def span(low: str, high: str, fmt: Any) -> pd.Series:
+            return pd.Series([f"[{fmt(a)}, {fmt(b)}]" for a, b in zip(p[low], p[high])],
+                             index=p.index)
+
+        table = table.drop(columns=["ref_low", "ref_high", "shifted_low", "shifted_high",
+                                    "er_low", "er_high"])
+        table.insert(table.columns.get_loc("ref") + 1, f"{fit.reference} {level}",
+                     span("ref_low", "ref_high", _pct))
+        table.insert(table.columns.get_loc("shifted") + 1, f"{fit.shifted} {level}",
+                     span("shifted_low", "shifted_high", _pct))
+        table.insert(table.columns.get_loc("effective_robustness") + 1, f"ER {level}",
+                     span("er_low", "er_high", lambda v: f"{v:+.2f}"))
+    return table.rename(columns={"ref": fit.reference, "shifted": fit.shifted,
+                                 "effective_robustness": "effective robustness (points)"})
+
 def render_markdown(rep: Report) -> str:
     """The whole report as Markdown."""
     import pandas as pd
@@ -350,14 +398,9 @@ def render_markdown(rep: Report) -> str:
         lines.append("")
     for key, fit in rep.robustness.items():
         lines += [f"## Effective robustness: {key}", "", fit.summary() + ".", ""]
-        table = fit.points.assign(
-            ref=fit.points["ref"].map(_pct),
-            shifted=fit.points["shifted"].map(_pct),
-            predicted=fit.points["predicted"].map(_pct),
-            effective_robustness=fit.points["effective_robustness"].map(lambda v: f"{v:+.2f}"),
-        ).rename(columns={"ref": fit.reference, "shifted": fit.shifted,
-                          "effective_robustness": "effective robustness (points)"})
-        lines += [_plain_table(table), ""]
+        if fit.intervals is not None:
+            lines += [interval_summary(fit) + ".", ""]
+        lines += [_plain_table(_robustness_table(fit)), ""]
     lines += ["## Figures", ""]
     for name in rep.figures:
         lines.append(f"- `{name}.png`")

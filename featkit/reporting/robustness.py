@@ -85,7 +85,8 @@ def robustness_fit_for(entries: Sequence[Entry], frame: pd.DataFrame, reference:
 
 def _items(entries: Sequence[Entry], fit: RobustnessFit
            ) -> tuple[list[ItemScores], list[ItemScores]] | str:
-    """Each point's reference and shifted per-item scores, or why there are none."""
+    """Each point's reference and shifted per-item scores, or why there are none (empty when
+    no record of the fit has any: records written before per-item scores, nothing to say)."""
     from featkit.tasks.intervals import read_per_item
 
     labels = system_labels(entries)
@@ -93,6 +94,13 @@ def _items(entries: Sequence[Entry], fit: RobustnessFit
                for (_, r), system in zip(entries, labels)}
     if fit.task == SHIFT_TASK:
         records = dict(_shift_entries(entries, labels, fit.reference, fit.shifted, fit.metric))
+    if fit.task == SHIFT_TASK:
+        involved = [records.get(system) for system in fit.points["system"]]
+    else:
+        involved = [by_cell.get((fit.task, system, dataset)) for system in fit.points["system"]
+                    for dataset in (fit.reference, fit.shifted)]
+    if not any(r is not None and r.get("per_item") for r in involved):
+        return ""
     ref_items, shifted_items = [], []
     for system in fit.points["system"]:
         try:

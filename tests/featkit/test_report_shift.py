@@ -78,8 +78,12 @@ def test_records_without_per_item_scores_get_no_intervals(entries):
     entries = collect_results(old)[0]
     fit, note = robustness_fit_for(entries, results_frame(entries), "imagenet", "imagenet-r",
                                    interval=Interval())
-    assert fit.intervals is None and "no per-item scores" in note
+    assert fit.intervals is None and note == ""  # older records: nothing to resample, silently
     assert "er_low" not in fit.points
+    mixed = collect_results([*old[:3], shift_record("clip", 0.75, 0.62, 3)])[0]
+    fit, note = robustness_fit_for(mixed, results_frame(mixed), "imagenet", "imagenet-r",
+                                   interval=Interval())
+    assert fit.intervals is None and "no per-item scores" in note
 
 
 def test_the_figure_draws_the_band_and_error_bars(entries):
