@@ -13,9 +13,11 @@ COMMANDS = (
     "probe",
     "pairs",
     "perturb",
+    "shift",
     "embed_texts",
     "adapt",
     "run",
     "report",
+    "compare",
     "demo",
 )
