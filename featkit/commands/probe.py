@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     add_features,
@@ -25,7 +26,7 @@ from featkit.commands.common import (
     split_list,
 )
 from featkit.commands.probe_dg import PROBES, add_dg_arguments, run_dg
-from featkit.commands.retrieval import add_protocol, run_fgbmk
+from featkit.commands.retrieval import add_protocol, refuse_fgbmk_ci, run_fgbmk
 from featkit.errors import FeatkitError
 
 NAME = "probe"
@@ -112,14 +113,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", type=device, default=None,
                         help="cpu, cuda, cuda:N or auto (default: cuda if present)")
+    add_ci(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
     add_outputs(parser)
 
 
 def probe_table(record: dict[str, Any]) -> str:
-    """The readable summary of a probe record: sweep, metrics and the merged comparison."""
+    """The readable summary of a probe record: sweep, metrics, the merged comparison and the
+    intervals of --ci."""
     from featkit.results import format_table, metrics_table
+    from featkit.tasks.intervals import interval_lines
 
     settings = record["settings"]
     lines = [f"{record['model']} on {record['dataset']} ({record['features']}), {record['task']}"]
@@ -143,7 +147,7 @@ def probe_table(record: dict[str, Any]) -> str:
         ]
         rows.append({"dataset": "mean", "drop (points)": f"{100 * record['mean_drop']:+.2f}"})
         lines.append(format_table(rows))
-    return "\n".join(lines)
+    return "\n".join(lines) + interval_lines(record)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     source, datasets = source_from(args), split_list(args.dataset)
     label_map = None if args.label_map is None else str(args.label_map)
     if args.probe == "linear" and args.protocol == "fgbmk":
+        refuse_fgbmk_ci(args, "fgbmk_linear")
         return _run_fgbmk(args, datasets)
     if args.probe == "linear" and args.fgbmk:
         raise FeatkitError("--fgbmk settings apply to --protocol fgbmk")
@@ -163,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             c_grid=tuple(_numbers(args.c_grid, "--c-grid", float)) if args.c_grid else None,
             refit_on_val=not args.no_refit_on_val, tol=args.tol, max_iter=args.max_iter,
             seed=args.seed, device=args.device, merge=args.merge, label_map=label_map,
+            ci=interval_from(args),
         )
         save = args.save_probe or linear.default_probe_path(args.json, source, datasets,
                                                             label_map)
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         settings = knn.Settings(
             ks=tuple(_numbers(args.k, "--k", int)), primary_k=args.primary_k,
             temperature=args.temperature, train_only=args.train_only, device=args.device,
-            merge=args.merge, label_map=label_map,
+            merge=args.merge, label_map=label_map, ci=interval_from(args),
         )
         records = knn.run(source, datasets, settings, progress=not args.no_progress)
     if len(records) == 1:
