@@ -1,6 +1,8 @@
 """The steps of ``featkit demo``, each printing what it did and where it wrote.
 
-Every probe adds its step here, so the demo always shows the whole toolkit working offline.
+The probes run as the tiny offline suite (``featkit run tiny``: every probe adds its task
+there), then the adaptation of a tiny VLM, then the report over everything, so the demo
+always shows the whole toolkit working offline.
 """
 
 from __future__ import annotations
@@ -26,16 +28,6 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def step_extract(ctx: DemoContext) -> None:
-    from featkit.extraction import extract, iter_summaries_table
-    from featkit.results import format_table
-
-    for model in MODELS:
-        say(f"extract: {model} on {DATASET} (train/val/test)")
-        summaries = extract(model, DATASET, cache_dir=ctx.cache_dir, progress=ctx.progress, num_workers=0)
-        print(format_table(list(iter_summaries_table(summaries)), ["split", "n", "dims", "status", "file"]))
-
-
 def _cli(ctx: DemoContext, *args: str) -> None:
     """Run a featkit subcommand in-process, exactly as a user would type it."""
     from featkit.cli import main
@@ -52,24 +44,13 @@ def _cli(ctx: DemoContext, *args: str) -> None:
         raise FeatkitError(f"demo step 'featkit {' '.join(args[:1])}' failed")
 
 
-def step_retrieval(ctx: DemoContext) -> None:
-    for model in MODELS:
-        say(f"retrieval: leave-one-out mAP of {model} visual features on {DATASET}/test")
-        _cli(ctx, "retrieval", "--model", model, "--dataset", DATASET, "--json", str(ctx.out / f"retrieval-{_slug(model)}.json"))
-
-
-def step_linear_probe(ctx: DemoContext) -> None:
-    for model in MODELS:
-        say(f"linear probe: C chosen on {DATASET}/val, refit on train+val, scored once on test ({model})")
-        _cli(ctx, "probe", "linear", "--model", model, "--dataset", DATASET, "--json", str(ctx.out / f"linear-{_slug(model)}.json"))
-    say("kNN probe (DINOv2 protocol, k=10,20) on test:tiny-clip aligned features")
-    _cli(ctx, "probe", "knn", "--model", "test:tiny-clip", "--dataset", DATASET, "--features", "aligned",
-         "--json", str(ctx.out / "knn-tiny-clip-aligned.json"))
-
-
-def step_perturb(ctx: DemoContext) -> None:
-    say("PGD on test:tiny-clip visual features: accuracy vs eps (relative to the mean feature norm)")
-    _cli(ctx, "perturb", "--model", "test:tiny-clip", "--dataset", DATASET, "--steps", "10", "--json", str(ctx.out / "perturb-tiny-clip.json"), "--plot", str(ctx.out / "perturb-tiny-clip.png"))
+def step_suite(ctx: DemoContext) -> None:
+    """The tiny offline suite (``featkit/suites/tiny.toml``): extraction of both models, then
+    retrieval, linear probes, the kNN probe and the PGD sweep; cells done before are skipped."""
+    say(f"suite 'tiny': extract {', '.join(MODELS)} on {DATASET}, then retrieval (leave-one-out "
+        f"mAP), linear probes (C chosen on val, refit, scored once on test), kNN (DINOv2 "
+        f"protocol) on test:tiny-clip aligned features and PGD on its visual features")
+    _cli(ctx, "run", "tiny", "--out", str(ctx.out), "--no-report")
 
 
 def step_adapt(ctx: DemoContext) -> None:
@@ -106,10 +87,7 @@ def _slug(model: str) -> str:
 
 
 STEPS: list[Callable[[DemoContext], None]] = [
-    step_extract,
-    step_retrieval,
-    step_linear_probe,
-    step_perturb,
+    step_suite,
     step_adapt,
     step_report,
 ]

@@ -88,15 +88,19 @@ class Progress:
             return "?"
         return _duration(sum(estimates))
 
-    def finished(self, cell: Cell, status: str, seconds: float, note: str = "") -> None:
+    def finished(self, cell: Cell, status: str, seconds: float, note: str = "", *,
+                 inline: bool = False) -> None:
+        """One line for a finished cell; ``note`` follows on the line (``inline``, e.g. the
+        headline metrics) or on the next (an error)."""
         self.done += 1
         if status == "done":
             self.times.setdefault(cell.task, []).append(seconds)
         width = len(str(len(self.todo)))
         elapsed = _duration(time.perf_counter() - self.started)
+        shown = f"  {note}" if note and inline else ""
         self.echo(f"[{self.done:>{width}}/{len(self.todo)}] {status:<7} {cell.name}  "
-                  f"{seconds:.1f} s  (elapsed {elapsed}, ETA {self.eta()})"
-                  + (f"\n    {note}" if note else ""))
+                  f"{seconds:.1f} s{shown}  (elapsed {elapsed}, ETA {self.eta()})"
+                  + (f"\n    {note}" if note and not inline else ""))
 
 
 def _duration(seconds: float) -> str:
@@ -187,8 +191,15 @@ def run_suite(path: str | os.PathLike, *, out: str | os.PathLike | None = None,
 
 
 def _task_work(cell: Cell, out: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+    """Run a task cell; its ``.cell`` notes the record and its headline metrics."""
+    from featkit.tasks.registry import get_task
+
     records = run_task(cell, out, cache_dir=cache_dir, progress=progress)
-    return {"record": cell.path.name, "records": len(records)}
+    headline = get_task(cell.task).headline or get_task(cell.task).columns
+    metrics = records[0].get("metrics", {}) if len(records) == 1 else {}
+    return {"record": cell.path.name, "records": len(records),
+            "headline": {m: metrics[m] for m in headline
+                         if isinstance(metrics.get(m), (int, float))}}
 
 
 def _run_cell(cell: Cell, plan: Plan, result: SuiteResult, bar: Progress, rank: int,
@@ -211,7 +222,8 @@ def _run_cell(cell: Cell, plan: Plan, result: SuiteResult, bar: Progress, rank: 
         write_state(plan.out / cell.state, finished_state(cell, started, extra))
     result.ran.append(cell.name)
     result.cell_seconds[cell.name] = seconds
-    bar.finished(cell, "done", seconds)
+    shown = ", ".join(f"{m} {100 * v:.2f}" for m, v in extra.get("headline", {}).items())
+    bar.finished(cell, "done", seconds, shown, inline=True)
     return None
 
 
