@@ -398,7 +398,7 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> str:
                f"{record['reference']} top1 (same classes)": m["reference_top1"],
                "shifted top1": m["top1"], "drop (points)": f"{100 * m['drop']:+.2f}"}
         if ci:
-            row["shifted 95% CI" if record["ci"]["level"] == 0.95 else "shifted CI"] = (
+            row[f"shifted {100 * record['ci']['level']:g}% CI"] = (
                 f"[{100 * ci['top1']['low']:.2f}, {100 * ci['top1']['high']:.2f}]")
         rows.append(row)
     return format_table(rows)

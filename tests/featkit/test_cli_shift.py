@@ -42,7 +42,7 @@ def test_shift_writes_one_record_per_set_and_intervals(workspace, capsys):
     records = _shift(workspace, "pixels:8", "--ci", "0.9", "--ci-resamples", "200")
     out = capsys.readouterr().out
     assert [r["dataset"] for r in records] == ["imagenet-r", "objectnet"]
-    assert "imagenet top1 (same classes)" in out and "shifted CI" in out
+    assert "imagenet top1 (same classes)" in out and "shifted 90% CI" in out
     for record in records:
         assert record["ci"]["level"] == 0.9 and record["ci"]["resamples"] == 200
         assert set(record["per_item"]) == {"top1", "reference_top1"}
