@@ -180,7 +180,7 @@ def extract(
     dataset: str,
     *,
     data_root: str | os.PathLike | None = None,
-    splits: Sequence[str] = ("train", "val", "test"),
+    splits: Sequence[str] | None = None,
     features: Sequence[str] | None = None,
     weights: str | os.PathLike | None = None,
     adapter: str | os.PathLike | None = None,
@@ -201,6 +201,7 @@ def extract(
     """Extract features of every requested split into the cache (resuming any unfinished run).
 
     Returns one :class:`SplitSummary` per split; cached splits are reported, not recomputed.
+    ``splits`` None: the dataset's own (train, val, test; test alone for a shifted test set).
     ``options`` are the model family's declared options (checked before any data is read),
     ``adapter`` a peft adapter directory for the families that apply one. ``extractor`` may pass
     an already-loaded adapter (its spec must be ``model``'s). An image with more than
@@ -220,6 +221,7 @@ def extract(
         check_options(spec, options, adapter=adapter)  # a typo fails before the dataset is read
     ds = open_dataset(dataset, data_root)
     ds.max_pixels = max_pixels
+    splits = list(splits) if splits is not None else list(ds.splits)  # None: the dataset's own
     split_samples = {split: ds.samples(split) for split in splits}  # fails early on missing data
     kinds = list(features) if features else list(spec.default_features)
     unknown = [k for k in kinds if k not in spec.kinds]

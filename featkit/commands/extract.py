@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model id (family:name) or alias; see 'featkit list models'")
     parser.add_argument("--dataset", required=True, help="dataset name; see 'featkit list datasets'")
     parser.add_argument("--data-root", default=None, help="dataset root (default: $FEATKIT_DATA/<dataset> or ./data/<dataset>)")
-    parser.add_argument("--splits", type=names, default="train,val,test", help="comma-separated splits (default: train,val,test)")
+    parser.add_argument("--splits", type=names, default=None, help="comma-separated splits (default: the dataset's own: train,val,test, or test alone for the shifted test sets such as imagenet-r)")
     parser.add_argument("--features", type=names, default=None, help="comma-separated feature kinds (default: the model's defaults); layer kinds such as cls@12, patch_mean@-2, last_token@20 too")
     parser.add_argument("--layers", type=names, default=None, help="features of every layer, in the same pass: 'all' or block numbers (1 = the first, -1 = the last), e.g. --layers=-1,-2,12 (with '=', as the list starts with a minus); adds cls@L and patch_mean@L of the vision tower and last_token@L of a VLM's language model to --features ('featkit list models' shows each model's layers)")
     parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.dataset,
         data_root=args.data_root,
-        splits=split_list(args.splits),
+        splits=split_list(args.splits) or None,
         features=features,
         weights=args.weights,
         adapter=args.adapter,

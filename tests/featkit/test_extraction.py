@@ -84,3 +84,14 @@ def test_accepted_option_is_part_of_the_cache_key(tmp_path):
     sized = extract("test:tiny-dinov2", "digits", options={"image_size": "28"}, **common)[0]
     again = extract("test:tiny-dinov2", "digits", options={"image_size": 28}, **common)[0]
     assert sized.path != plain.path and again.path == sized.path and again.cached
+
+
+def test_without_splits_extract_takes_the_datasets_own(tmp_path):
+    """A shifted test set has only a test split: extract reads what the dataset has."""
+    import featkit
+    from featkit.testing.imagenet import MAKERS
+
+    made = MAKERS["imagenet-r"](tmp_path / "r")
+    summaries = featkit.extract("pixels:8", "imagenet-r", data_root=made.root,
+                                cache_dir=tmp_path / "cache", progress=False, num_workers=0)
+    assert [s.split for s in summaries] == ["test"]
