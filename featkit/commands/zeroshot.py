@@ -11,6 +11,7 @@ from featkit.commands.common import (
     add_outputs,
     device,
     emit,
+    names,
     split_list,
 )
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_dataset(parser, multi_dataset=True)
     parser.add_argument(
-        "--features", default=None,
+        "--features", type=names, default=None,
         help="image feature kind (default: the one the text side is aligned with: aligned for "
         "CLIP-style models, last_token for VLMs)")
     parser.add_argument(
