@@ -12,6 +12,8 @@ COMMANDS = (
     "retrieval",
     "probe",
     "pairs",
+    "zeroshot",
+    "mc",
     "perturb",
     "shift",
     "embed_texts",

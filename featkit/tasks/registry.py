@@ -42,6 +42,7 @@ _MODULES = (
     "featkit.tasks.perturb",
     "featkit.tasks.dg", "featkit.tasks.attributes", "featkit.tasks.taxonomy", "featkit.tasks.pairs",
     "featkit.tasks.shift",
+    "featkit.tasks.zeroshot", "featkit.tasks.mc",
 )
 
 
