@@ -238,8 +238,8 @@ def load_hf_vlm(
     arch = ARCHITECTURES[architecture]
     if not arch.fixed_size and options.get("image_size") is not None:
         raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a "
-                           f"{architecture}, whose image processor fixes its input size (the option "
-                           f"is for models with dynamic resolution, e.g. Qwen2-VL)")
+                           f"{arch.title} ({architecture}), whose image processor fixes its input "
+                           f"size (the option is for models with dynamic resolution, e.g. Qwen2-VL)")
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float32
     if on_gpu and precision in ("bf16", "fp16"):

@@ -19,6 +19,10 @@ IMAGE = "image"  # (B, C, H, W): one image per sample
 TILES = "tiles"  # (B, T, C, H, W) with fixed T: any-resolution tiles (base image first)
 FLAT = "flat"  # (B * P, C * t * p * p): Qwen's patchified pixels, P patches per image
 
+#: how ``last_token`` runs the language model
+BASE_FORWARD = "base"  # the multimodal base model's forward with mm_encoder_outputs
+LANGUAGE_MODEL = "language_model"  # image tokens scattered into the embeddings, then the LM alone
+
 #: where ``visual`` comes from
 FEATURE_LAYER = "feature_layer"  # hidden_states[config.vision_feature_layer], select strategy
 LAST_HIDDEN = "last_hidden_state"  # the tower's last_hidden_state (what the projector receives)
@@ -31,7 +35,15 @@ class Architecture:
     the vision tower, the projector and the language model; ``pixels``: :data:`IMAGE`,
     :data:`TILES` or :data:`FLAT`; ``visual``: :data:`FEATURE_LAYER` or :data:`LAST_HIDDEN`;
     ``image_inputs`` / ``text_inputs``: the processor outputs besides ``pixel_values`` /
-    ``input_ids``/``attention_mask`` that the model takes; ``mrope``: positions come from the
+    ``input_ids``/``attention_mask`` that the model takes; ``flat_tiles``: the processor gives an
+    image's tiles as a ``(tiles, C, H, W)`` batch and the model takes every image's tiles
+    concatenated that way; ``last_layer_is_output``: feature layer -1 means the tower's
+    ``last_hidden_state`` (after its final norm), as the model reads it; ``lm_route``:
+    :data:`BASE_FORWARD` or :data:`LANGUAGE_MODEL` (models whose only forward ends in the LM
+    head); ``image_token_in_prompt``: the prompt names the image with the processor's image
+    token (else the processor puts the image tokens first itself); ``qformer``: the model has a
+    Q-Former whose pooled query outputs are the kind ``qformer``; ``global_tile``: which
+    tile is the whole image (its class token is ``cls``); ``mrope``: positions come from the
     model (multimodal RoPE), not from the attention mask; ``fixed_size``: images are cropped to a
     square of the ``image_size`` option first, so every image gives the same tokens (default
     :meth:`default_size`); ``base``: attribute of the base model on the loaded class (``""``: the
@@ -46,10 +58,21 @@ class Architecture:
     visual: str = FEATURE_LAYER
     image_inputs: tuple[str, ...] = ()
     text_inputs: tuple[str, ...] = ()
+    flat_tiles: bool = False
+    last_layer_is_output: bool = False
+    global_tile: int = 0
+    lm_route: str = BASE_FORWARD
+    image_token_in_prompt: bool = True
+    qformer: bool = False
     mrope: bool = False
     fixed_size: bool = False
     base: str = "model"
     description: str = ""
+
+    @property
+    def title(self) -> str:
+        """The architecture's short human name (``LLaVA``, ``Qwen2-VL``...)."""
+        return self.description.split(":")[0]
 
     def default_size(self, image_processor: Any, vision_config: Any) -> int | None:
         """The square size images are cropped to when the option is not given (fixed-size
@@ -58,7 +81,11 @@ class Architecture:
             return None
         if self.pixels == FLAT:
             return DEFAULT_QWEN_IMAGE_SIZE
-        return 2 * int(vision_config.image_size)  # a 2 x 2 grid of tiles plus the base image
+        size = vision_config.image_size
+        tile = int(size[0] if isinstance(size, (list, tuple)) else size)
+        if self.flat_tiles:
+            return tile  # one tile: the processor's dynamic tiling keeps a tile-sized image whole
+        return 2 * tile  # a 2 x 2 grid of tiles plus the base image
 
 
 DEFAULT_QWEN_IMAGE_SIZE = 448
@@ -66,10 +93,53 @@ DEFAULT_QWEN_IMAGE_SIZE = 448
 _ARCHITECTURES = (
     Architecture("llava", "LlavaForConditionalGeneration", "vision_tower", "multi_modal_projector",
                  description="LLaVA: vision tower layer vision_feature_layer -> MLP projector"),
+    Architecture("llava_next", "LlavaNextForConditionalGeneration", "vision_tower",
+                 "multi_modal_projector", pixels=TILES, image_inputs=("image_sizes",),
+                 fixed_size=True,
+                 description="LLaVA-NeXT: any-resolution tiles (square input: 2x2 grid + base "
+                             "image) -> MLP projector, tiles packed with newline tokens"),
+    Architecture("llava_onevision", "LlavaOnevisionForConditionalGeneration", "vision_tower",
+                 "multi_modal_projector", pixels=TILES, image_inputs=("image_sizes",),
+                 fixed_size=True,
+                 description="LLaVA-OneVision: SigLIP any-resolution tiles -> MLP projector, "
+                             "tiles packed with newline tokens"),
+    Architecture("internvl", "InternVLForConditionalGeneration", "vision_tower",
+                 "multi_modal_projector", pixels=TILES, flat_tiles=True, last_layer_is_output=True,
+                 global_tile=-1, fixed_size=True,
+                 description="InternVL 2.5/3: InternViT -> pixel shuffle (0.5) -> MLP projector; "
+                             "square input, one tile at the tower's size"),
+    Architecture("idefics3", "Idefics3ForConditionalGeneration", "vision_model", "connector",
+                 language="text_model", pixels=TILES, visual=LAST_HIDDEN,
+                 image_inputs=("pixel_attention_mask",), global_tile=-1, fixed_size=True,
+                 description="Idefics3: SigLIP tower on image tiles + the global image -> "
+                             "pixel-shuffle connector"),
+    Architecture("smolvlm", "SmolVLMForConditionalGeneration", "vision_model", "connector",
+                 language="text_model", pixels=TILES, visual=LAST_HIDDEN,
+                 image_inputs=("pixel_attention_mask",), global_tile=-1, fixed_size=True,
+                 description="SmolVLM: the Idefics3 layout (SigLIP tiles + global image -> "
+                             "pixel-shuffle connector)"),
+    Architecture("paligemma", "PaliGemmaForConditionalGeneration", "vision_tower",
+                 "multi_modal_projector", visual=LAST_HIDDEN, text_inputs=("token_type_ids",),
+                 description="PaliGemma: SigLIP tower -> linear projector -> Gemma (prefix "
+                             "attention over image and prompt)"),
+    Architecture("blip_2", "Blip2ForConditionalGeneration", "vision_model",
+                 "language_projection", language="language_model.model", visual=LAST_HIDDEN,
+                 base="", lm_route=LANGUAGE_MODEL, image_token_in_prompt=False, qformer=True,
+                 description="BLIP-2: EVA ViT -> Q-Former queries -> language projection -> OPT "
+                             "(query tokens before the prompt)"),
     Architecture("qwen2_vl", "Qwen2VLForConditionalGeneration", "visual", "visual.merger",
                  pixels=FLAT, visual=LAST_HIDDEN, image_inputs=("image_grid_thw",),
                  text_inputs=("mm_token_type_ids",), mrope=True, fixed_size=True,
                  description="Qwen2-VL: ViT -> 2x2 PatchMerger (fixed square input)"),
+    Architecture("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "visual", "visual.merger",
+                 pixels=FLAT, visual=LAST_HIDDEN, image_inputs=("image_grid_thw",),
+                 text_inputs=("mm_token_type_ids",), mrope=True, fixed_size=True,
+                 description="Qwen2.5-VL: window-attention ViT -> 2x2 merger (fixed square input)"),
+    Architecture("qwen3_vl", "Qwen3VLForConditionalGeneration", "visual", "visual.merger",
+                 pixels=FLAT, visual=LAST_HIDDEN, image_inputs=("image_grid_thw",),
+                 text_inputs=("mm_token_type_ids",), mrope=True, fixed_size=True,
+                 description="Qwen3-VL: ViT -> 2x2 merger (+ DeepStack features into the LM; "
+                             "fixed square input)"),
 )
 #: ``config.architectures[0]`` -> its entry
 ARCHITECTURES: dict[str, Architecture] = {a.model_class: a for a in _ARCHITECTURES}
@@ -90,6 +160,12 @@ _VISION_KEYS: dict[str, tuple[str, str, bool]] = {
     "siglip_vision_model": ("num_hidden_layers", "hidden_size", False),
     "siglip2_vision_model": ("num_hidden_layers", "hidden_size", False),
     "qwen2_vl_vision": ("depth", "embed_dim", False),
+    "qwen2_5_vl_vision": ("depth", "hidden_size", False),
+    "qwen3_vl_vision": ("depth", "hidden_size", False),
+    "internvl_vision": ("num_hidden_layers", "hidden_size", True),
+    "idefics3_vision": ("num_hidden_layers", "hidden_size", False),
+    "smolvlm_vision": ("num_hidden_layers", "hidden_size", False),
+    "blip_2_vision_model": ("num_hidden_layers", "hidden_size", True),
 }
 
 

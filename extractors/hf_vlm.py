@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from extractors.base import AdaptableExtractor, ExtractorSpec
-from extractors.hf_archs import FEATURE_LAYER, FLAT, Architecture, vision_shape
+from extractors.hf_archs import FEATURE_LAYER, FLAT, LANGUAGE_MODEL, Architecture, vision_shape
 from extractors.layers import KindDims, LayerSpan, layer_requests
 from featkit.errors import FeatkitError, UnknownNameError
 
@@ -119,8 +119,8 @@ class HFVLMExtractor(AdaptableExtractor):
         self.precision = precision
         self.dtype = next(model.parameters()).dtype
         self.instruction = instruction
-        self.image_token = processor.image_token
-        self.prompt = f"{self.image_token} {instruction}"
+        self.image_token = str(processor.image_token)
+        self.prompt = f"{self.image_token} {instruction}" if architecture.image_token_in_prompt else instruction
         config = model.config
         self.tower = vision_shape(config.vision_config)
         if self.tower is None:
@@ -140,13 +140,18 @@ class HFVLMExtractor(AdaptableExtractor):
         if self.tower.has_cls and architecture.pixels != FLAT:
             dims = {"visual": dims["visual"], "cls": dims["visual"], **dims}
             layers = {"cls": LayerSpan(self.tower.depth, self.tower.width), **layers}
+        if architecture.qformer:
+            dims["qformer"] = int(config.qformer_config.hidden_size)
         self.kinds = KindDims(dims, layers)
+        self.language_model = (operator.attrgetter(architecture.language)(self.base)
+                               if architecture.lm_route == LANGUAGE_MODEL else None)
         image_processor = processor.image_processor
         size = image_size or architecture.default_size(image_processor, config.vision_config)
         self.image_size = size
         self.square_crop_size = size if architecture.fixed_size else None
         self.transform = ImageTransform(image_processor, fixed_size=self.square_crop_size,
-                                        batch_dim=architecture.pixels != FLAT)
+                                        batch_dim=not (architecture.pixels == FLAT
+                                                       or architecture.flat_tiles))
         self.preprocessing = {
             **json.loads(image_processor.to_json_string()),
             "featkit_square_crop": self.square_crop_size,
@@ -212,6 +217,8 @@ class HFVLMExtractor(AdaptableExtractor):
         pixel_values = pixel_values.to(self.device, self.dtype)
         if self.arch.pixels == FLAT:
             pixel_values = pixel_values.reshape(-1, pixel_values.shape[-1])
+        elif self.arch.flat_tiles:
+            pixel_values = pixel_values.reshape(-1, *pixel_values.shape[2:])
         kwargs = {k: _repeat(v, batch) for k, v in self._image_inputs.items()}
         wanted = set(hidden)
         if self.arch.visual == FEATURE_LAYER:
@@ -236,19 +243,25 @@ class HFVLMExtractor(AdaptableExtractor):
         out: dict[str, torch.Tensor] = {}
         if self.arch.visual == FEATURE_LAYER:
             layers = self.feature_layer if isinstance(self.feature_layer, list) else [self.feature_layer]
-            hidden = self._tokens(torch.cat([output.hidden_states[layer] for layer in layers], dim=-1), batch)
+            if self.arch.last_layer_is_output and layers == [-1]:
+                states = output.last_hidden_state
+            else:
+                states = torch.cat([output.hidden_states[layer] for layer in layers], dim=-1)
+            hidden = self._tokens(states, batch)
             tokens = hidden[:, :, 1:] if self.select_strategy == "default" else hidden
-            if "cls" in self.kinds:
-                out["cls"] = hidden[:, 0, 0]
         else:
-            tokens = self._tokens(output.last_hidden_state, batch)
+            hidden = tokens = self._tokens(output.last_hidden_state, batch)
+        if "cls" in self.kinds:
+            out["cls"] = hidden[:, self.arch.global_tile, 0]
+        if self.arch.qformer:
+            out["qformer"] = output.qformer_outputs.last_hidden_state.mean(dim=1)
         out["visual"] = tokens.reshape(batch, -1, tokens.shape[-1]).mean(dim=1)
         out["aligned"] = torch.stack([p.reshape(-1, p.shape[-1]).mean(dim=0)
                                       for p in self._per_image(output.pooler_output, batch)])
         for kind, (base, index) in requests.items():
             states = self._tokens(output.hidden_states[index + 1], batch)
             if base == "cls":
-                out[kind] = states[:, 0, 0]
+                out[kind] = states[:, self.arch.global_tile, 0]
             else:
                 patches = states[:, :, 1:] if self.tower.has_cls else states
                 out[kind] = patches.reshape(batch, -1, patches.shape[-1]).mean(dim=1)
@@ -320,20 +333,49 @@ class HFVLMExtractor(AdaptableExtractor):
             kwargs["pixel_values"] = kwargs["pixel_values"].to(self.dtype)
         if not (self.arch.mrope and has_image):
             kwargs["position_ids"] = positions_from_mask(mask)
-        if image_output is not None:
-            kwargs.pop("pixel_values", None)
-            kwargs["mm_encoder_outputs"] = {"image": image_output}
+        if "token_type_ids" in self.arch.text_inputs and "token_type_ids" not in kwargs:
+            # the processor marks a prompt as prefix (0); texts get the same (PaliGemma)
+            kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
         blocks = sorted(set(blocks))
-        if blocks:
-            kwargs["output_hidden_states"] = [index + 1 for index in blocks]
         with contextlib.nullcontext() if grad else torch.inference_mode():
-            result = self.base(**kwargs, use_cache=False, return_dict=True)
+            if image_output is None and "pixel_values" in kwargs and blocks:
+                # the LM's hidden-state selection must not reach the vision tower's
+                image_output = self.base.get_image_features(
+                    pixel_values=kwargs["pixel_values"],
+                    **{k: kwargs[k] for k in self.arch.image_inputs if k in kwargs}, return_dict=True)
+            if image_output is not None:
+                kwargs.pop("pixel_values", None)
+                kwargs["mm_encoder_outputs"] = {"image": image_output}
+            if blocks:
+                kwargs["output_hidden_states"] = [index + 1 for index in blocks]
+            if self.language_model is not None:
+                kwargs = self._language_inputs(kwargs)
+                result = self.language_model(**kwargs, use_cache=False, return_dict=True)
+            else:
+                result = self.base(**kwargs, use_cache=False, return_dict=True)
             rows = torch.arange(mask.shape[0], device=result.last_hidden_state.device)
             last = last_token_index(mask).to(result.last_hidden_state.device)
             states: dict[int | None, torch.Tensor] = {None: result.last_hidden_state}
             states.update({index: result.hidden_states[index + 1] for index in blocks})
             return {key: torch.nn.functional.normalize(value[rows, last].float(), dim=-1)
                     for key, value in states.items()}
+
+    def _language_inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The language model's own inputs (:data:`~extractors.hf_archs.LANGUAGE_MODEL` route):
+        token embeddings with the projected image tokens put at the image-token positions, as
+        the model's forward does before it calls the LM (and its head)."""
+        input_ids = kwargs.pop("input_ids")
+        embeds = self.base.get_input_embeddings()(input_ids)
+        image_output = kwargs.pop("mm_encoder_outputs", {}).get("image")
+        pixel_values = kwargs.pop("pixel_values", None)
+        if image_output is None and pixel_values is not None:
+            image_output = self.image_output(pixel_values)
+        if image_output is not None:
+            features = image_output.pooler_output.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+            where = (input_ids == self.model.config.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(where.to(embeds.device), features)
+        kwargs.pop("token_type_ids", None)
+        return {**kwargs, "inputs_embeds": embeds}
 
     def embed_texts(
         self,
