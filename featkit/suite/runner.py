@@ -36,7 +36,9 @@ EXPECTED_FILE = "expected.json"
 @dataclass
 class SuiteResult:
     """What a run did: cell names that ran, were already done, failed (with the error) or were
-    blocked by a failed extraction; each run cell's own seconds; the whole run's seconds."""
+    blocked by a failed extraction; each run cell's own seconds; the whole run's seconds, of
+    which planning (reading the suite, checking settings, the cells' statuses) and the
+    report."""
 
     plan: Plan
     ran: list[str] = field(default_factory=list)
@@ -47,6 +49,8 @@ class SuiteResult:
     seconds: float = 0.0
     report: Path | None = None
     model_loads: list[str] = field(default_factory=list)
+    plan_seconds: float = 0.0
+    report_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -146,7 +150,7 @@ def run_suite(path: str | os.PathLike, *, out: str | os.PathLike | None = None,
     plan = build_plan(suite)
     statuses = _broadcast({c.key: plan.status(c) for c in plan.cells} if rank == 0 else None,
                           str(suite.extract.get("device", "auto")))
-    result = SuiteResult(plan)
+    result = SuiteResult(plan, plan_seconds=time.perf_counter() - started)
     todo = [c for c in plan.cells if statuses[c.key] != "done"]
     result.done_before = [c.name for c in plan.cells if statuses[c.key] == "done"]
     say(f"suite {suite.name}: {len(plan.cells)} cells, {len(result.done_before)} done, "
@@ -184,7 +188,9 @@ def run_suite(path: str | os.PathLike, *, out: str | os.PathLike | None = None,
         _run_cell(cell, plan, result, bar, rank, lambda c: _task_work(
             c, plan.out, suite.cache_dir, progress))
     if report and suite.report:
+        report_started = time.perf_counter()
         result.report = _report(plan, say)
+        result.report_seconds = time.perf_counter() - report_started
     result.seconds = time.perf_counter() - started
     say(_summary(result))
     return result
