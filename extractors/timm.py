@@ -45,6 +45,10 @@ SEED_MODELS: dict[str, str] = {
     "dinov2-l": "vit_large_patch14_dinov2.lvd142m",
     "dinov2-g": "vit_giant_patch14_dinov2.lvd142m",
     "vit-b-in21k": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    "beit3-b": "beit3_base_patch16_224.in22k_ft_in1k",
+    "beit3-l": "beit3_large_patch16_224.in22k_ft_in1k",
+    "aimv2-l": "aimv2_large_patch14_224.apple_pt",
+    "aimv2-h-448": "aimv2_huge_patch14_448.apple_pt",
 }
 for _alias, _name in SEED_MODELS.items():
     add_alias(_alias, f"{FAMILY}:{_name}")

@@ -261,11 +261,34 @@ TINY_DINOV2 = ExtractorSpec(
 )
 
 
+#: A tiny BEiT-3 (timm's beit3 ViT: class token, average pooling through fc_norm).
+TINY_BEIT3_KWARGS: dict[str, Any] = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2,
+                                     "num_heads": 2}
+TINY_BEIT3 = ExtractorSpec(
+    name="test:tiny-beit3",
+    family="test",
+    kinds={"visual": 32, "cls": 32, "patch_mean": 32},
+    preprocessing=Preprocessing(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                resize_mode="shortest", interpolation="bicubic", crop_pct=1.0),
+    weights="random",
+    description="timm BEiT-3 ViT (beit3_base_patch16_224 shape: 2 blocks, width 32, patch 8, 32 px), "
+    "seeded random init",
+    notes="random weights by design; visual is the fc_norm'd patch mean",
+    layers={"cls": LayerSpan(2, 32), "patch_mean": LayerSpan(2, 32)},
+)
+#: tiny timm test models: id -> (timm name, architecture overrides)
+_TINY_TIMM: dict[str, tuple[str, dict[str, Any]]] = {
+    TINY_DINOV2.name: (TINY_DINOV2_NAME, TINY_DINOV2_KWARGS),
+    TINY_BEIT3.name: ("beit3_base_patch16_224", TINY_BEIT3_KWARGS),
+}
+
+
+@register_tiny(TINY_BEIT3, TimmFamily)
 @register_tiny(TINY_DINOV2, TimmFamily)
-def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-                     options=None):
-    """Seeded tiny DINOv2; ``weights`` loads a checkpoint through timm's pretrained path, and the
-    ``image_size`` option runs it at another size, as for any timm model."""
+def load_tiny_timm(spec: ExtractorSpec, *, weights=None, adapter=None, device="cpu", precision="fp32",
+                   options=None):
+    """Seeded tiny timm model; ``weights`` loads a checkpoint through timm's pretrained path, and
+    the ``image_size`` option runs it at another size, as for any timm model."""
     import torch
 
     identity = "random:seed0"
@@ -273,10 +296,11 @@ def load_tiny_dinov2(spec: ExtractorSpec, *, weights=None, adapter=None, device=
     if weights:
         path, identity = timm_weights(weights)
     image_size = image_size_option(options)
-    kwargs = {**TINY_DINOV2_KWARGS, "img_size": image_size or TINY_DINOV2_KWARGS["img_size"]}
+    name, overrides = _TINY_TIMM[spec.name]
+    kwargs = {**overrides, "img_size": image_size or overrides["img_size"]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = create_model(TINY_DINOV2_NAME, path, **kwargs)
+        model = create_model(name, path, **kwargs)
     return TimmExtractor(spec, model, data_cfg=data_config(model, kwargs["img_size"]),
                          weights_identity=identity, device=device, precision=precision,
                          settings={"image_size": image_size} if image_size else {})

@@ -27,7 +27,7 @@ from extractors.layers import (  # noqa: E402
 from extractors.timm import TimmExtractor  # noqa: E402
 from featkit.errors import FeatkitError, UnknownNameError  # noqa: E402
 
-TOWERS = ["test:tiny-dinov2", "test:tiny-eva", "test:tiny-siglip", "test:tiny-clip"]
+TOWERS = ["test:tiny-dinov2", "test:tiny-eva", "test:tiny-siglip", "test:tiny-clip", "test:tiny-beit3"]
 
 
 def _images(extractor, n: int = 3, seed: int = 0) -> torch.Tensor:

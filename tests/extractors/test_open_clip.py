@@ -20,6 +20,7 @@ from PIL import Image  # noqa: E402
 import featkit  # noqa: E402
 from extractors import get_spec, load_extractor, tiny  # noqa: E402
 from extractors import open_clip as oc  # noqa: E402
+from extractors import open_clip_towers as oc_towers  # noqa: E402
 from extractors.weights import weights_identity  # noqa: E402
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError  # noqa: E402
 from featkit.extraction import extract  # noqa: E402
@@ -129,8 +130,8 @@ def test_tiny_tower_features_equal_library(model_id, image_root, tmp_path):
         assert (pre["size"], pre["mean"], pre["resize_mode"]) == (
             spec.preprocessing.size, list(spec.preprocessing.mean), spec.preprocessing.resize_mode)
     # on the stored float32 features, aligned is the projection of visual
-    layout = oc.tower_layout(library.visual)
-    if layout == oc.TIMM_NO_PROJ:
+    layout = oc_towers.tower_layout(library.visual)
+    if layout == oc_towers.TIMM_NO_PROJ:
         np.testing.assert_array_equal(sets["aligned"].features, sets["visual"].features)
         assert oc.NO_PROJECTION_NOTE in spec.notes
     else:
@@ -156,25 +157,25 @@ def test_tiny_clip_keeps_its_seeded_weights():
 # -- every tower layout: aligned is the projection of visual ----------------------------------------
 
 LAYOUTS = {
-    oc.NATIVE: {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+    oc_towers.NATIVE: {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
     "native-attentional-pool": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32,
                                 "attentional_pool": True, "attn_pooler_heads": 2, "attn_pooler_queries": 4,
                                 "output_tokens": True},
-    oc.TIMM_CLASSIFIER: {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit", "timm_pool": "avg",
+    oc_towers.TIMM_CLASSIFIER: {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit", "timm_pool": "avg",
                          "timm_proj": None},
-    oc.TIMM_HEAD: {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit", "timm_pool": "avg",
+    oc_towers.TIMM_HEAD: {"image_size": 32, "timm_model_name": "featkit_tiny_siglip_vit", "timm_pool": "avg",
                    "timm_proj": "linear"},
-    oc.TIMM_NO_PROJ: tiny.TINY_CONFIGS["test:tiny-siglip"]["vision_cfg"],
-    oc.ALIGNED_ONLY: {"layers": [1, 1, 1, 1], "width": 8, "head_width": 8, "image_size": 64},
+    oc_towers.TIMM_NO_PROJ: tiny.TINY_CONFIGS["test:tiny-siglip"]["vision_cfg"],
+    oc_towers.ALIGNED_ONLY: {"layers": [1, 1, 1, 1], "width": 8, "head_width": 8, "image_size": 64},
 }
 
 
 def _projection(visual, layout, visual_feature):
     """A tower's projection applied to a visual feature, by hand from the weights (float64)."""
     v = torch.as_tensor(visual_feature).double()
-    if layout == oc.NATIVE:
+    if layout == oc_towers.NATIVE:
         return (v @ visual.proj.detach().double()).numpy()
-    if layout == oc.TIMM_CLASSIFIER:
+    if layout == oc_towers.TIMM_CLASSIFIER:
         head = visual.trunk.get_classifier()
     else:
         (head,) = [m for m in visual.head.modules() if isinstance(m, torch.nn.Linear)]
@@ -186,7 +187,7 @@ def _projection(visual, layout, visual_feature):
 def test_layouts_split_at_the_projection(layout):
     config = {"embed_dim": 16, "vision_cfg": LAYOUTS[layout], "text_cfg": TEXT}
     library = _random_clip(config, seed=2)
-    tower = oc.VisualTower(copy.deepcopy(library.visual).eval())
+    tower = oc_towers.VisualTower(copy.deepcopy(library.visual).eval())
     assert tower.layout == layout.split("-attentional")[0]
     size = config["vision_cfg"]["image_size"]
     x = torch.randn(2, 3, size, size)
@@ -196,16 +197,16 @@ def test_layouts_split_at_the_projection(layout):
     if isinstance(library_aligned, tuple):  # towers with output_tokens (CoCa): (pooled, tokens)
         library_aligned = library_aligned[0]
     torch.testing.assert_close(out["aligned"], library_aligned, atol=1e-5, rtol=1e-5)
-    if layout == oc.ALIGNED_ONLY:
+    if layout == oc_towers.ALIGNED_ONLY:
         assert tower.kinds == ("aligned",)
         return
-    if layout == oc.TIMM_NO_PROJ:
+    if layout == oc_towers.TIMM_NO_PROJ:
         assert out["aligned"] is out["visual"]
     else:
         np.testing.assert_allclose(out["aligned"].double(), _projection(library.visual, tower.layout, out["visual"]),
                                    atol=1e-5)
     assert ("patch_mean" in tower.kinds) == (layout != "native-attentional-pool")
-    dims = oc._tower_dims(tower, size)
+    dims = oc_towers.tower_dims(tower, size)
     assert dims == {k: v.shape[1] for k, v in out.items()}
 
 
@@ -379,12 +380,15 @@ def test_unknown_names_suggest():
 
 SEEDS = {
     # alias: (id, {kind: dim}, size, resize mode, layout)
-    "eva02-clip-l": ("open_clip:EVA02-L-14:merged2b_s4b_b131k", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 224, "shortest", oc.TIMM_CLASSIFIER),
-    "eva02-clip-l-336": ("open_clip:EVA02-L-14-336:merged2b_s6b_b61k", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 336, "shortest", oc.TIMM_CLASSIFIER),
-    "clip-l": ("open_clip:ViT-L-14-quickgelu:openai", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 224, "shortest", oc.NATIVE),
-    "coca-l": ("open_clip:coca_ViT-L-14:laion2b_s13b_b90k", {"visual": 768, "aligned": 768}, 224, "shortest", oc.NATIVE),
-    "dfn-h": ("open_clip:ViT-H-14-quickgelu:dfn5b", {"visual": 1280, "aligned": 1024, "patch_mean": 1280}, 224, "squash", oc.NATIVE),
-    "siglip-so400m": ("open_clip:ViT-SO400M-14-SigLIP:webli", {"visual": 1152, "aligned": 1152, "patch_mean": 1152}, 224, "squash", oc.TIMM_NO_PROJ),
+    "eva02-clip-l": ("open_clip:EVA02-L-14:merged2b_s4b_b131k", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 224, "shortest", oc_towers.TIMM_CLASSIFIER),
+    "eva02-clip-l-336": ("open_clip:EVA02-L-14-336:merged2b_s6b_b61k", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 336, "shortest", oc_towers.TIMM_CLASSIFIER),
+    "clip-l": ("open_clip:ViT-L-14-quickgelu:openai", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 224, "shortest", oc_towers.NATIVE),
+    "coca-l": ("open_clip:coca_ViT-L-14:laion2b_s13b_b90k", {"visual": 768, "aligned": 768, "cls": 1024}, 224, "shortest", oc_towers.NATIVE),
+    "dfn-h": ("open_clip:ViT-H-14-quickgelu:dfn5b", {"visual": 1280, "aligned": 1024, "patch_mean": 1280}, 224, "squash", oc_towers.NATIVE),
+    "siglip-so400m": ("open_clip:ViT-SO400M-14-SigLIP:webli", {"visual": 1152, "aligned": 1152, "patch_mean": 1152}, 224, "squash", oc_towers.TIMM_NO_PROJ),
+    "clip-l-336": ("open_clip:ViT-L-14-336-quickgelu:openai", {"visual": 1024, "aligned": 768, "patch_mean": 1024}, 336, "shortest", oc_towers.NATIVE),
+    "dfn-h-378": ("open_clip:ViT-H-14-378-quickgelu:dfn5b", {"visual": 1280, "aligned": 1024, "patch_mean": 1280}, 378, "squash", oc_towers.NATIVE),
+    "siglip2-so400m": ("open_clip:ViT-SO400M-14-SigLIP2:webli", {"visual": 1152, "aligned": 1152, "patch_mean": 1152}, 224, "squash", oc_towers.TIMM_NO_PROJ),
 }
 
 
@@ -411,8 +415,8 @@ def test_seed_dims_match_a_meta_forward():
         spec = get_spec(alias)
         cfg = open_clip.get_model_config(spec.config["model_name"])
         with torch.device("meta"):
-            tower = oc.VisualTower(oc.build_visual(cfg))
-        assert oc._meta_dims(tower, spec.preprocessing.size) == dict(spec.kinds), alias
+            tower = oc_towers.VisualTower(oc.build_visual(cfg))
+        assert oc_towers._meta_dims(tower, spec.preprocessing.size) == dict(spec.kinds), alias
 
 
 def test_quick_gelu_follows_the_tag():
