@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    add_model_dataset(parser, multi_dataset=True)
+    add_model_dataset(parser, multi_dataset=True, data_root=True)
     add_features(parser)
     parser.add_argument(
         "--merge", action="store_true",
@@ -113,6 +113,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", type=device, default=None,
                         help="cpu, cuda, cuda:N or auto (default: cuda if present)")
+    parser.add_argument(
+        "--layers", default=None,
+        help="probe --features (a per-layer kind: cls, patch_mean or last_token) at each layer: "
+        "'all' or block numbers, e.g. --layers=-1,-2,12; one accuracy-vs-depth curve per model "
+        "(extract the layers first with 'featkit extract --layers')",
+    )
     add_ci(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
@@ -170,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, device=args.device, merge=args.merge, label_map=label_map,
             ci=interval_from(args),
         )
+        if args.layers:
+            return _run_layers(args, source, datasets, linear=settings)
         save = args.save_probe or linear.default_probe_path(args.json, source, datasets,
                                                             label_map)
         records = linear.run(source, datasets, settings, save_probe=save,
@@ -180,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature, train_only=args.train_only, device=args.device,
             merge=args.merge, label_map=label_map, ci=interval_from(args),
         )
+        if args.layers:
+            return _run_layers(args, source, datasets, knn=settings)
         records = knn.run(source, datasets, settings, progress=not args.no_progress)
     if len(records) == 1:
         emit(records[0], probe_table(records[0]), args.json)
@@ -192,6 +202,26 @@ def run(args: argparse.Namespace) -> int:
     for record in records:
         if "probe_file" in record:
             print(f"saved probe {record['probe_file']}")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace, source, datasets: list[str], **probe_settings) -> int:
+    """``probe linear|knn --layers``: the probe at each layer, one curve record per dataset."""
+    from featkit.results import format_table, write_result
+    from featkit.tasks import layers
+
+    settings = layers.Settings(probe=args.probe, layers=args.layers, **probe_settings)
+    records = layers.run(source, datasets, settings, progress=not args.no_progress).records
+    for record in records:
+        rows = [{"layer": p["layer"], "kind": p["kind"], "top1": p["top1"], "top5": p["top5"]}
+                for p in record["metrics"]["curve"]]
+        print(f"{record['model']} on {record['dataset']}: {args.probe} probe by layer of "
+              f"{record['features']} (best: layer {record['best_layer']})")
+        print(format_table(rows, ["layer", "kind", "top1", "top5"]))
+        for warning in record["warnings"]:
+            print(f"warning: {warning}")
+    if args.json:
+        write_result(records[0] if len(records) == 1 else records, args.json)
     return 0
 
 

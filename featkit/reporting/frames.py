@@ -178,6 +178,39 @@ def sweeps_frame(entries: Sequence[Entry]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def depth_frame(entries: Sequence[Entry]) -> pd.DataFrame:
+    """Accuracy-vs-depth curves (``metrics.curve`` of ``layer_probe`` records): one row per
+    (record, layer) with ``source, system, dataset, features, probe, panel, layer, depth,
+    relative_depth, kind, top1, top5``; ``panel`` is ``"dataset: features (probe)"``."""
+    import pandas as pd
+
+    labels = system_labels(entries)
+    rows = []
+    for (source, record), system in zip(entries, labels):
+        curve = record["metrics"].get("curve")
+        if record["task"] != "layer_probe" or not isinstance(curve, list):
+            continue
+        probe = record.get("settings", {}).get("probe", "")
+        for point in curve:
+            rows.append({
+                "source": source,
+                "system": system,
+                "dataset": str(record["dataset"]),
+                "features": str(record["features"]),
+                "probe": probe,
+                "panel": f"{record['dataset']}: {record['features']} ({probe})",
+                "layer": int(point["layer"]),
+                "depth": int(point["depth"]),
+                "relative_depth": _float(point.get("relative_depth")),
+                "kind": str(point.get("kind", "")),
+                "top1": _float(point.get("top1")),
+                "top5": _float(point.get("top5")),
+            })
+    columns = ["source", "system", "dataset", "features", "probe", "panel", "layer", "depth",
+               "relative_depth", "kind", "top1", "top5"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _float(value: Any) -> float:
     """A JSON number as a float, ``null`` as NaN."""
     return math.nan if value is None else float(value)

@@ -9,7 +9,7 @@ tidy table (:mod:`featkit.reporting.frames`) and derive:
   table (FG-BMK Table 5), the merged-vs-single drops (FG-BMK Fig. 8), the rank statistics and the
   effective robustness fits (:mod:`featkit.stats`);
 - PNG figures (:mod:`featkit.plots`): grouped bars per metric, merged vs single, clean vs
-  perturbed, accuracy vs eps, Friedman + Nemenyi critical-difference diagrams (FG-BMK Figs 6-7)
+  perturbed, accuracy vs eps, probe accuracy vs depth (``layer_probe`` records), Friedman + Nemenyi critical-difference diagrams (FG-BMK Figs 6-7)
   and effective robustness plots (seed 001).
 
 Figures that lack the inputs their statistic needs are skipped and the reason is recorded in
@@ -32,6 +32,7 @@ from featkit.reporting.collect import Entry, collect_results
 from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
 from featkit.reporting.frames import (
     curves_for_plot,
+    depth_frame,
     is_headline,
     label_records,
     merged_frame,
@@ -79,6 +80,8 @@ class Report:
     #: FG-BMK records next to the corrected protocol's, and expected / measured values
     protocols: pd.DataFrame | None = None
     expected: pd.DataFrame | None = None
+    #: accuracy-vs-depth curves of ``layer_probe`` records (empty without them)
+    depth: pd.DataFrame | None = None
 
     def markdown(self) -> str:
         """The whole report as Markdown (what ``report.md`` holds)."""
@@ -99,6 +102,8 @@ class Report:
         for name, table in (("protocols.csv", self.protocols), ("expected.csv", self.expected)):
             if table is not None and len(table):
                 written[name] = _write_csv(table, out / name)
+        if self.depth is not None and len(self.depth):
+            written["depth.csv"] = _write_csv(self.depth, out / "depth.csv")
         if self.robustness:
             import pandas as pd
 
@@ -190,6 +195,7 @@ def report(
         sources=[s for s, _ in entries],
         protocols=protocol_frame(entries),
         expected=expected_frame(entries, [*collect_expected(results), *(expected or [])]),
+        depth=depth_frame(entries),
     )
     for task, metric in sorted(dict.fromkeys(zip(frame["task"], frame["metric"]))):
         rep.tables[f"{task}/{metric}"] = metric_table(frame, task, metric)
@@ -205,6 +211,8 @@ def report(
                     metric=shift_metric, task=shift_task, baseline=baseline,
                     transform=transform)
     _add_merged_and_perturbed(rep, figures)
+    if figures and len(rep.depth):
+        rep.figures["accuracy_vs_depth"] = plots.accuracy_vs_depth(rep.depth)
     if out is not None:
         rep.write(out, dpi=dpi)
     return rep
@@ -383,6 +391,12 @@ def render_markdown(rep: Report) -> str:
         for (task, system, run), drop in means.items():
             lines.append(f"- {task}, {system}, {run}: mean drop {100 * drop:+.2f} points")
         lines.append("")
+    if rep.depth is not None and len(rep.depth):
+        lines += ["## Probe accuracy by layer", ""]
+        for panel, part in rep.depth.groupby("panel", sort=False):
+            table = part.pivot_table(index="system", columns="layer", values="top1", sort=False)
+            table = table.reindex(columns=sorted(table.columns))
+            lines += [f"{panel}, top-1 by layer:", "", markdown_table(table, index_name="system"), ""]
     lines += _comparison_sections(rep)
     for key, test in rep.statistics.items():
         lines += [f"## Rank test: {key}", "", test.summary().replace("chi2", "χ²") + ".", ""]

@@ -43,6 +43,7 @@ _MODULES = (
     "featkit.tasks.dg", "featkit.tasks.attributes", "featkit.tasks.taxonomy", "featkit.tasks.pairs",
     "featkit.tasks.shift",
     "featkit.tasks.zeroshot", "featkit.tasks.mc",
+    "featkit.tasks.layers",
 )
 
 
