@@ -6,7 +6,9 @@ A class embedding is the mean of its prompts' L2-normalised embeddings, L2-norma
 scaling an image's scores by its norm changes no ranking, so the image features are used as
 they are and a block costs its GEMM plus one comparison pass: the rank of the true class is the
 number of classes scoring higher, plus the tied ones of lower index (the tie rule of
-:func:`probes.classification.score_classification`, so the metrics are the same).
+:func:`probes.classification.score_classification`, so the metrics are the same). A NaN or
+infinite feature shows as a non-finite true-class score and is refused there, without another
+pass over the features.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import numpy as np
 from probes._checks import check_finite
 from probes.classification import ClassificationMetrics
 
-#: bytes of class scores per block (a block's scores stay in cache for the comparison pass)
-BLOCK_BYTES = 4 << 20
+#: bytes of class scores per GEMM (one call for most test sets: fewer, larger GEMMs)
+GEMM_BYTES = 256 << 20
+#: bytes of class scores per comparison pass (they stay in cache between its two passes)
+PASS_BYTES = 4 << 20
 TOP_K = 5
 
 
@@ -40,9 +44,9 @@ def class_embeddings(prompt_embeddings: np.ndarray) -> np.ndarray:
     return l2_normalize(l2_normalize(prompts).mean(axis=1))
 
 
-def block_rows(n_classes: int) -> int:
-    """Images per block: about :data:`BLOCK_BYTES` of float32 scores."""
-    return max(64, BLOCK_BYTES // (4 * max(1, n_classes)))
+def block_rows(n_classes: int, budget: int = GEMM_BYTES) -> int:
+    """Images per block: about ``budget`` bytes of float32 scores."""
+    return max(64, budget // (4 * max(1, n_classes)))
 
 
 def score_blocks(
@@ -63,8 +67,9 @@ def score_blocks(
 
     device_t = torch_device(device)
     weight = torch.from_numpy(np.ascontiguousarray(classes, dtype=np.float32)).to(device_t)
-    packed = pack(weight)
     step = rows or block_rows(len(classes))
+    # oneDNN's blocked weight layout pays off over several GEMMs; for one it costs what it saves
+    packed = pack(weight) if len(features) > step else None
     grouping = _grouping(groups) if groups is not None else None
     with torch.inference_mode():
         for start in range(0, len(features), step):
@@ -88,23 +93,35 @@ def _grouping(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, starts
 
 
-def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def true_class_ranks(scores: np.ndarray, labels: np.ndarray, *, first_row: int = 0,
+                     buffer: np.ndarray | None = None) -> np.ndarray:
     """Rank (0 = best) of each row's true class: classes scoring higher, plus tied classes of
-    lower index. One comparison pass; rows with another class at or above the true score get a
-    second pass, and rows with exact ties a third."""
+    lower index. One comparison pass (at least the true score), a second (above it) unless the
+    true class wins every row, and a look at the lower classes of rows with exact ties. A non-finite true score (a NaN or infinite
+    feature) is a one-line error naming the row (``first_row``: the index of row 0).
+    ``buffer``: a reusable bool array of at least ``scores.size`` elements for the flags."""
     scores = np.asarray(scores)
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.arange(len(labels))
     true = scores[rows, labels][:, None]
-    at_least = np.count_nonzero(scores >= true, axis=1)  # includes the true class itself
+    _check_true_scores(true[:, 0], first_row)
+    if buffer is None or buffer.size < scores.size:
+        buffer = np.empty(scores.size, dtype=bool)
+    flags = buffer[:scores.size].reshape(scores.shape)
+    at_least = _count(np.greater_equal(scores, true, out=flags))  # the true class included
     ranks = np.zeros(len(labels), dtype=np.int64)
-    contested = np.flatnonzero(at_least > 1)
-    if contested.size:
-        higher = np.count_nonzero(scores[contested] > true[contested], axis=1)
-        ranks[contested] = higher
-        for i in contested[at_least[contested] - 1 > higher]:  # exact ties: lower index first
+    if np.any(at_least > 1):  # another class scores at least as high somewhere in the block
+        ranks = _count(np.greater(scores, true, out=flags))
+        for i in np.flatnonzero(at_least - 1 > ranks):  # exact ties: lower index first
             ranks[i] += int(np.count_nonzero(scores[i, :labels[i]] == true[i, 0]))
     return ranks
+
+
+def _count(flags: np.ndarray) -> np.ndarray:
+    """True values per row, summed as bytes into the narrowest integer that holds them (a
+    third of a comparison pass, where a bool sum into int64 costs as much as the pass)."""
+    dtype = np.uint16 if flags.shape[1] < 1 << 16 else np.int64
+    return flags.view(np.uint8).sum(axis=1, dtype=dtype).astype(np.int64)
 
 
 def metrics_from_ranks(ranks: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
@@ -147,7 +164,6 @@ def zeroshot_classify(
                          f"be 2-D with the same width")
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows for {len(labels)} labels")
-    check_finite(features, "image features")
     check_finite(classes, "class embeddings")
     n_out = len(classes) if groups is None else int(np.max(groups)) + 1
     names = list(class_names) if class_names is not None else [str(i) for i in range(n_out)]
@@ -159,6 +175,18 @@ def zeroshot_classify(
     return metrics_from_ranks(ranks, labels, names)
 
 
+def _check_true_scores(true: np.ndarray, start: int) -> None:
+    """Refuse images whose true-class score is not finite: a NaN or infinite feature makes it
+    so (the features themselves are not scanned again; the task loader checked them)."""
+    bad = np.flatnonzero(~np.isfinite(true))
+    if bad.size:
+        from featkit.errors import FeatkitError
+
+        rows = ", ".join(str(start + i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise FeatkitError(f"image features: {bad.size} row(s) contain NaN or infinite values "
+                           f"(rows {rows}); re-extract or drop those rows")
+
+
 def zeroshot_ranks(features: np.ndarray, labels: np.ndarray, classes: np.ndarray, *,
                    groups: np.ndarray | None = None, device: str | None = "cpu") -> np.ndarray:
     """The rank of each image's true class among the class scores (0 = predicted), block by
@@ -166,8 +194,14 @@ def zeroshot_ranks(features: np.ndarray, labels: np.ndarray, classes: np.ndarray
     from it with :func:`metrics_from_ranks`."""
     labels = np.asarray(labels, dtype=np.int64)
     ranks = np.zeros(len(labels), dtype=np.int64)
+    step = block_rows(len(classes), PASS_BYTES)
+    buffer = None  # one flags buffer for every pass: fresh pages would cost a fault each
     for rows, scores in score_blocks(features, classes, groups=groups, device=device):
-        ranks[rows] = true_class_ranks(scores, labels[rows])
+        buffer = buffer if buffer is not None else np.empty(step * scores.shape[1], dtype=bool)
+        for start in range(0, len(scores), step):
+            part = slice(rows.start + start, rows.start + min(len(scores), start + step))
+            ranks[part] = true_class_ranks(scores[start:start + step], labels[part],
+                                           first_row=part.start, buffer=buffer)
     return ranks
 
 
