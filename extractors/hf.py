@@ -1,5 +1,6 @@
-"""Hugging Face transformers VLMs (family ``hf``): every architecture of
-:mod:`extractors.hf_archs` through transformers 5's common interface.
+"""Hugging Face transformers models (family ``hf``): the VLMs of :mod:`extractors.hf_archs`
+through transformers 5's common interface, and the image-text dual encoders of
+:mod:`extractors.hf_towers` (CLIP, SigLIP, SigLIP2; their kinds are described there).
 
 Ids are ``hf:<hub id or local directory>``. Feature kinds (all ``(B, D)``):
 
@@ -53,6 +54,7 @@ from extractors.hf_archs import (
     supported,
     vision_shape_from_json,
 )
+from extractors.hf_towers import TOWER_ARCHITECTURES, HFTowerExtractor
 from extractors.hf_vlm import (
     DEFAULT_INSTRUCTION,
     HFVLMExtractor,
@@ -156,7 +158,7 @@ class HFFamily(Family):
         )
 
     def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-             options: Mapping[str, Any] | None = None) -> HFVLMExtractor:
+             options: Mapping[str, Any] | None = None) -> HFVLMExtractor | HFTowerExtractor:
         source = spec.name.partition(":")[2]
         path, identity, adapter = resolve_weights(source, weights, adapter)
         return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
@@ -178,9 +180,12 @@ def _local_layers(config_file: Path) -> dict[str, LayerSpan]:
     try:
         config = json.loads(config_file.read_text())
         vision = vision_shape_from_json(config["vision_config"])
+        if config["architectures"][0] in TOWER_ARCHITECTURES:  # a dual encoder: vision layers only
+            span = LayerSpan(vision.depth, vision.width)
+            return {"cls": span, "patch_mean": span} if vision.has_cls else {"patch_mean": span}
         text = config["text_config"]
         text_span = LayerSpan(int(text["num_hidden_layers"]), int(text["hidden_size"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return dict(UNKNOWN_LAYERS)
     if vision is None:
         return {**UNKNOWN_LAYERS, "last_token": text_span}
@@ -233,10 +238,12 @@ def load_hf_vlm(
     except (OSError, ValueError) as err:
         raise MissingWeightsError(f"cannot read the config of {spec.name} in {path}: {first_line(err)}") from None
     architecture = (config.architectures or [type(config).__name__])[0]
-    if architecture not in ARCHITECTURES:
-        raise UnknownNameError(f"{spec.name} is a {architecture}; the hf family supports {supported()}")
-    arch = ARCHITECTURES[architecture]
-    if not arch.fixed_size and options.get("image_size") is not None:
+    tower = TOWER_ARCHITECTURES.get(architecture)
+    if architecture not in ARCHITECTURES and tower is None:
+        raise UnknownNameError(f"{spec.name} is a {architecture}; the hf family supports "
+                               f"{supported()}, {', '.join(TOWER_ARCHITECTURES)}")
+    arch = ARCHITECTURES.get(architecture)
+    if arch is not None and not arch.fixed_size and options.get("image_size") is not None:
         raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a "
                            f"{arch.title} ({architecture}), whose image processor fixes its input "
                            f"size (the option is for models with dynamic resolution, e.g. Qwen2-VL)")
@@ -254,7 +261,8 @@ def load_hf_vlm(
         model_class = getattr(transformers, architecture)
         try:
             model, info = model_class.from_pretrained(path, **kwargs)
-            processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
+            loader = transformers.AutoImageProcessor if tower else transformers.AutoProcessor
+            processor = loader.from_pretrained(path, local_files_only=True)
         except OSError as err:
             raise MissingWeightsError(f"cannot load {spec.name} from {path}: {first_line(err)}") from None
         missing = sorted(info.get("missing_keys") or [])
@@ -272,6 +280,11 @@ def load_hf_vlm(
     if not on_gpu:
         model = model.to(device)
     model.eval().requires_grad_(False)
+    if tower is not None:
+        return HFTowerExtractor(spec, model, processor, architecture=tower,
+                                weights_identity=weights_identity, adapter_identity=adapter_identity,
+                                device=device, precision=precision,
+                                image_size=options.get("image_size"))
     return HFVLMExtractor(
         spec,
         model,

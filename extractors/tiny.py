@@ -412,9 +412,38 @@ for _name in _TINY_VLMS:
     _spec = _tiny_vlm_spec(_name)
     register_tiny(_spec, HFFamily, defaults=_TINY_VLMS[_name][6])(_load_tiny_vlm)
 
+#: transformers dual encoders: name -> (spec name, description, mean, std, class token, aligned dim)
+_TINY_HF_TOWERS: dict[str, tuple[str, str, tuple, tuple, bool, int]] = {
+    "hf_clip": ("test:tiny-hf-clip", "transformers CLIPModel (ViT 16 px, patch 4, 2 layers, width 32, "
+                "projection 24)", CLIP_MEAN, CLIP_STD, True, 24),
+    "siglip2": ("test:tiny-siglip2", "transformers Siglip2Model, NaFlex (patch 4, 16 patches: a 16 px "
+                "square; attention-pool head, no projection)", SIGLIP_MEAN, SIGLIP_MEAN, False, 32),
+}
+
+
+def _tiny_tower_spec(name: str) -> ExtractorSpec:
+    spec_name, description, mean, std, has_cls, aligned = _TINY_HF_TOWERS[name]
+    span = LayerSpan(2, 32)
+    return ExtractorSpec(
+        name=spec_name,
+        family="test",
+        kinds={"visual": 32, "aligned": aligned, "patch_mean": 32, **({"cls": 32} if has_cls else {})},
+        preprocessing=Preprocessing(size=16, mean=mean, std=std, resize_mode="shortest"),
+        weights="random",
+        description=f"tiny {description}, seeded random init",
+        notes="random weights by design" + ("" if has_cls else "; aligned is identical to visual"),
+        default_kinds=("visual", "aligned"),
+        layers={"cls": span, "patch_mean": span} if has_cls else {"patch_mean": span},
+    )
+
+
+for _name in _TINY_HF_TOWERS:
+    register_tiny(_tiny_tower_spec(_name), HFFamily)(_load_tiny_vlm)
+
 
 _TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test:tiny-llava": build_tiny_llava,
     "test:tiny-qwen2vl": build_tiny_qwen2vl,
     **{_tiny_vlm_spec(name).name: getattr(tiny_vlms, f"build_tiny_{name}") for name in _TINY_VLMS},
+    **{_TINY_HF_TOWERS[name][0]: getattr(tiny_vlms, f"build_tiny_{name}") for name in _TINY_HF_TOWERS},
 }

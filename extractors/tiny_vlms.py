@@ -525,3 +525,38 @@ def build_tiny_blip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 16, "width": 16}),
                                tokenizer=tokenizer, num_query_tokens=4)
     return _save(_seeded(Blip2ForConditionalGeneration, config, seed), processor, save_dir)
+
+
+# -- dual encoders (the vision side is what featkit reads; the text side keeps the model whole) --
+
+_TINY_TOWER_TEXT = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 64,
+                    "num_hidden_layers": 1, "num_attention_heads": 4, "max_position_embeddings": 16,
+                    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+
+
+def build_tiny_hf_clip(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny transformers ``CLIPModel`` (ViT 16 px, patch 4, 2 layers, width 32; projection 24)
+    and its ``CLIPImageProcessor``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    config = CLIPConfig(
+        vision_config={"image_size": 16, "patch_size": 4, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        text_config=_TINY_TOWER_TEXT, projection_dim=24,
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    return _save(_seeded(CLIPModel, config, seed), image_processor, save_dir)
+
+
+def build_tiny_siglip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny transformers ``Siglip2Model`` (NaFlex: patch 4, up to 16 patches, 2 layers, width
+    32, attention-pool head) and its ``Siglip2ImageProcessor``."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    config = Siglip2Config(
+        vision_config={"patch_size": 4, "num_patches": 16, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        text_config=_TINY_TOWER_TEXT,
+    )
+    image_processor = Siglip2ImageProcessor(patch_size=4, max_num_patches=16)
+    return _save(_seeded(Siglip2Model, config, seed), image_processor, save_dir)

@@ -12,7 +12,8 @@ from extractors import load_extractor  # noqa: E402
 from featkit.errors import FeatkitError, UnknownNameError  # noqa: E402
 
 #: one model per tower layout / family that supports image-space gradients
-DIFFERENTIABLE = ["test:tiny-clip", "test:tiny-eva", "test:tiny-siglip", "test:tiny-dinov2", "pixels:8"]
+DIFFERENTIABLE = ["test:tiny-clip", "test:tiny-eva", "test:tiny-siglip", "test:tiny-dinov2", "pixels:8",
+                  "test:tiny-hf-clip", "test:tiny-beit3"]
 
 
 @pytest.fixture(scope="module", params=DIFFERENTIABLE)
@@ -56,10 +57,17 @@ def test_differentiable_features_equal_forward_and_carry_gradients(extractor):
 
 
 def test_pixel_normalization_equals_the_transforms_normalize(extractor):
+    from extractors.hf_vlm import ImageTransform
+
     mean, std = extractor.pixel_normalization()
-    step = _normalize_step(extractor.transform)
-    np.testing.assert_allclose(mean, np.ravel(step.mean), rtol=0, atol=1e-7)
-    np.testing.assert_allclose(std, np.ravel(step.std), rtol=0, atol=1e-7)
+    if isinstance(extractor.transform, ImageTransform):  # a transformers image processor
+        processor = extractor.transform.image_processor
+        expected_mean, expected_std = processor.image_mean, processor.image_std
+    else:
+        step = _normalize_step(extractor.transform)
+        expected_mean, expected_std = step.mean, step.std
+    np.testing.assert_allclose(mean, np.ravel(expected_mean), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(std, np.ravel(expected_std), rtol=0, atol=1e-7)
     assert all(isinstance(v, float) for v in (*mean, *std)) and len(mean) == len(std) == 3
 
 
