@@ -25,7 +25,8 @@ def resolve_weights(
 
     ``weights`` (a directory) wins over ``source``; a local directory is hashed (sha256 of all
     files); a hub id is looked up in the Hugging Face cache and identified by its commit. A
-    directory with an ``adapter_config.json`` but no ``config.json`` is an adapter: its base model
+    directory with an ``adapter_config.json`` and no model weights is an adapter (whether or not a
+    ``config.json`` sits next to it, as in VLM2Vec's LoRA repositories): its base model
     (``base_model_name_or_path``) is resolved the same way and the adapter returned.
     """
     from extractors.weights import weights_identity
@@ -43,7 +44,7 @@ def resolve_weights(
         identity = weights_identity(path) if hash_weights else "unhashed"
     else:
         path, identity = _from_hf_cache(source)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+    if is_adapter_repository(path):
         if adapter:
             raise FeatkitError(
                 f"{path} is itself a peft adapter and --adapter {adapter} was given too; pass the "
@@ -57,6 +58,19 @@ def resolve_weights(
     if not (path / "config.json").is_file():
         raise MissingWeightsError(f"{path} has no config.json; pass a save_pretrained directory")
     return path, identity, adapter
+
+
+#: file names (globs) of a full checkpoint's weights, next to which adapter_config.json is not an adapter
+FULL_WEIGHTS = ("model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json")
+
+
+def is_adapter_repository(path: Path) -> bool:
+    """Whether ``path`` holds a peft adapter rather than a model: an ``adapter_config.json`` and
+    no full checkpoint weights (a ``config.json`` beside it does not make it a model)."""
+    if not (path / "adapter_config.json").is_file():
+        return False
+    return not any(any(path.glob(pattern)) for pattern in FULL_WEIGHTS)
 
 
 def base_model_reference(source: str, weights: str | None) -> str:
