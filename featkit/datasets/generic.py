@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import numpy as np
 from featkit.datasets import register_dataset
 from featkit.datasets.base import SPLITS, DatasetFormatError, ImageDataset, Sample
 from featkit.errors import MissingDataError
+from probes.splits import stratified_split
 
 _INTEGER = re.compile(r"^-?\d+$")
 _ID_NAME = re.compile(r"^(-?\d+)\s+(\S.*)$")
@@ -70,6 +74,196 @@ def _subdirs(path: Path) -> list[Path]:
     return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
+#: The :attr:`Sample.attributes` key of a multi-label manifest row's label set: the class
+#: positions, space-separated (``"1 10 12 29"``); the row's label is the first of them.
+MULTI_LABEL_KEY = "labels"
+_HEADER_NAMES = ("relpath", "path", "image", "filename")
+
+
+class ManifestSamples(Sequence[Sample]):
+    """One split of a manifest, stored as arrays: every relpath in one UTF-8 buffer with row
+    offsets, the labels (and multi-label sets) as integer arrays, attributes only where a header
+    names some. A :class:`Sample` is built when a row is read, so a 2.7-million-row split (the
+    iNat2021 of FG-BMK) costs a few hundred MB, not a Python object per row. ``rows`` (a
+    subset, in order) makes the views the validation carve returns."""
+
+    def __init__(self, root: Path, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+                 label_sets: dict[int, tuple[int, ...]] | None = None,
+                 attributes: list[dict[str, str] | None] | None = None,
+                 rows: np.ndarray | None = None) -> None:
+        self.root, self.blob, self.offsets, self.labels = root, blob, offsets, labels
+        self.label_sets, self.attributes = label_sets or {}, attributes
+        self.rows = np.arange(len(labels), dtype=np.int64) if rows is None else rows
+        self._prefix = str(root) + os.sep
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def relpath(self, i: int) -> str:
+        """The relpath of row ``i`` of this view."""
+        row = int(self.rows[i])
+        return self.blob[self.offsets[row]:self.offsets[row + 1]].tobytes().decode("utf-8")
+
+    def __getitem__(self, i):  # noqa: D105 (Sequence's contract)
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        row = int(self.rows[i])
+        relpath = self.relpath(i)
+        attributes = dict(self.attributes[row] or {}) if self.attributes else {}
+        if row in self.label_sets:
+            attributes[MULTI_LABEL_KEY] = " ".join(map(str, self.label_sets[row]))
+        return Sample(relpath, int(self.labels[row]), self._prefix + relpath, attributes)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __add__(self, other: Sequence[Sample]) -> list[Sample]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence[Sample]) -> list[Sample]:
+        return [*other, *self]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # a mutable-looking sequence, as a list is
+
+    def view(self, positions: np.ndarray) -> ManifestSamples:
+        """The rows at ``positions`` of this view, in that order, sharing the arrays."""
+        return ManifestSamples(self.root, self.blob, self.offsets, self.labels,
+                               self.label_sets, self.attributes, self.rows[positions])
+
+    def sort_order(self, chunk: int = 65536) -> np.ndarray:
+        """Positions that sort this view by relpath (UTF-8 byte order is code point order, as
+        Python sorts the ids), without a string object per row."""
+        lengths = self.offsets[self.rows + 1] - self.offsets[self.rows]
+        width = int(lengths.max()) if len(lengths) else 1
+        keys = np.zeros(len(self), dtype=f"S{max(width, 1)}")
+        flat = keys.view(np.uint8).reshape(len(self), -1)
+        for start in range(0, len(self), chunk):
+            rows, n = self.rows[start:start + chunk], lengths[start:start + chunk]
+            owner = np.repeat(np.arange(len(rows)), n)
+            column = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+            source = np.repeat(self.offsets[rows], n) + column
+            flat[start + owner, column] = self.blob[source]
+        return np.argsort(keys, kind="stable")
+
+    def normalised_hashes(self) -> np.ndarray:
+        """A 64-bit hash of each row's normalised file path (for the disjointness check)."""
+        out = np.empty(len(self), dtype=np.int64)
+        for i in range(len(self)):
+            out[i] = hash(os.path.normpath(self._prefix + self.relpath(i)))
+        return out
+
+
+def _is_integer_label(label: bytes) -> bool:
+    """An integer label, or several separated by spaces (a multi-label row)."""
+    return label.isdigit() or (bool(label.split()) and all(
+        _INTEGER.match(p.decode("ascii", "replace")) for p in label.split()))
+
+
+class _ManifestReader:
+    """Reads one ``<split>.csv`` line by line into arrays (see :class:`ManifestSamples`).
+
+    Without a header, an integer label is after a line's **last** comma, so relpaths may hold
+    commas (FG-BMK's DeepFashion: ``img/Take_Less,_Give_More_Tee/img_00000017.jpg,17``); when
+    the last field is no integer, the line is ``relpath,label`` and its further fields are
+    ignored (name labels with commas in their paths need quoting). A label of space-separated
+    integers is a multi-label row (SkinCon: ``path,1 10 12 29``). With a
+    ``relpath,label[,attr...]`` header the columns are CSV fields and the further ones are
+    attributes. Quoted fields follow CSV rules either way."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.names: list[str] | None = None
+        size = path.stat().st_size
+        self.blob = np.empty(max(size, 1), dtype=np.uint8)
+        self.used = 0
+        self.offsets: list[int] = [0]
+        self.linenos = array("l")
+        self.labels = array("q")
+        self.text_labels: list[str] = []  # labels that are not integers, by row
+        self.label_sets: dict[int, tuple[int, ...]] = {}
+        self.attributes: list[dict[str, str] | None] = []
+        self.first = {True: None, False: None}  # first (line, label) of each label kind
+        self.count = {True: 0, False: 0}
+
+    def read(self) -> _ManifestReader:
+        with self.path.open("rb") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                self._line(lineno, line)
+        return self
+
+    def _fields(self, lineno: int, line: bytes) -> tuple[bytes, bytes, list[str]] | None:
+        text = line.rstrip(b"\r\n")
+        if not text.strip():
+            return None
+        if self.names is None and b'"' not in text:
+            relpath, comma, label = text.rpartition(b",")
+            if not comma:
+                raise DatasetFormatError(f"{self.path}:{lineno}: expected 'relpath,label', got "
+                                         f"{text.decode('utf-8', 'replace')!r}")
+            if not len(self.labels) and relpath.split(b",")[0].strip().decode(
+                    "utf-8", "replace").lower() in _HEADER_NAMES:
+                self.names = _attribute_names(self.path, lineno, text.decode().split(","))
+                return None
+            if b"," in relpath and not _is_integer_label(label.strip()):
+                relpath, label = text.split(b",", 2)[:2]  # relpath,label,extra...: ignored
+            return relpath.strip(), label.strip(), []
+        row = next(csv.reader([text.decode("utf-8")]))
+        if not "".join(row).strip():
+            return None
+        if len(row) < 2:
+            raise DatasetFormatError(f"{self.path}:{lineno}: expected 'relpath,label', got "
+                                     f"{','.join(row)!r}")
+        if self.names is None:
+            if not len(self.labels) and row[0].strip().lower() in _HEADER_NAMES:
+                self.names = _attribute_names(self.path, lineno, row)
+                return None
+            if len(row) > 2 and not _is_integer_label(row[-1].strip().encode()):
+                return row[0].strip().encode(), row[1].strip().encode(), []
+            return ",".join(row[:-1]).strip().encode(), row[-1].strip().encode(), []
+        if self.names and len(row) > 2 + len(self.names):
+            raise DatasetFormatError(f"{self.path}:{lineno}: {len(row)} columns, but the header "
+                                     f"names {2 + len(self.names)}")
+        return row[0].strip().encode(), row[1].strip().encode(), row[2:]
+
+    def _line(self, lineno: int, line: bytes) -> None:
+        fields = self._fields(lineno, line)
+        if fields is None:
+            return
+        relpath, label, extra = fields
+        end = self.used + len(relpath)
+        if end > len(self.blob):
+            self.blob = np.resize(self.blob, max(end, 2 * len(self.blob)))
+        self.blob[self.used:end] = np.frombuffer(relpath, dtype=np.uint8)
+        self.used = end
+        self.offsets.append(end)
+        self.linenos.append(lineno)
+        parts = [label] if label.isdigit() else label.split()
+        numeric = _is_integer_label(label)
+        self.count[numeric] += 1
+        if self.first[numeric] is None:
+            self.first[numeric] = (lineno, label.decode("utf-8", "replace"))
+        if numeric:
+            ids = tuple(int(p) for p in parts)
+            self.labels.append(ids[0])
+            if len(ids) > 1:
+                self.label_sets[len(self.labels) - 1] = ids
+        else:
+            self.labels.append(0)
+            self.text_labels.append(label.decode("utf-8"))
+        if self.names:
+            values = {name: value.strip() for name, value in zip(self.names, extra)
+                      if value.strip()}
+            self.attributes.append(values or None)
+
+
 @register_dataset("manifest", "CSV manifests DIR/<split>.csv of relpath,label (+ DIR/classes.txt), FG-BMK's format")
 class ManifestDataset(ImageDataset):
     """``DIR/<split>.csv`` with ``relpath,label`` lines (relpaths relative to ``DIR``; labels are
@@ -77,7 +271,10 @@ class ManifestDataset(ImageDataset):
     per-image attributes such as ``fgd,bgd,env`` read into :attr:`Sample.attributes`) and an
     optional ``DIR/classes.txt``: either one class name per line (integer labels are 0-based
     positions), or ``<id> <name>`` lines (integer labels are those ids, e.g. 1-based; labels
-    become positions)."""
+    become positions). Every FG-BMK manifest reads as it is: without a header the label follows
+    a line's last comma (relpaths may hold commas), space-separated integer labels make a
+    multi-label row (its label is the first; the set is ``attributes["labels"]``,
+    :data:`MULTI_LABEL_KEY`), and splits are stored as arrays (:class:`ManifestSamples`)."""
 
     HOW = "expected DIR/train.csv and DIR/test.csv with relpath,label lines; pass --data-root DIR"
 
@@ -104,95 +301,147 @@ class ManifestDataset(ImageDataset):
             seen.add(name)
         return [name for _, name in lines], ids
 
-    def _read_rows(self, path: Path) -> list[tuple[str, str, int, dict[str, str]]]:
-        """``(relpath, label, line, attributes)`` per line. With a header, the columns after
-        ``relpath,label`` are attributes named by it (``relpath,label,fgd,bgd,env``); empty
-        cells are left out. Without a header extra columns are ignored."""
-        rows = []
-        names: list[str] = []
-        with path.open(newline="") as handle:
-            for lineno, row in enumerate(csv.reader(handle), start=1):
-                if not row or not "".join(row).strip():
-                    continue
-                if len(row) < 2:
-                    raise DatasetFormatError(f"{path}:{lineno}: expected 'relpath,label', got {','.join(row)!r}")
-                if not rows and row[0].strip().lower() in ("relpath", "path", "image", "filename"):
-                    names = _attribute_names(path, lineno, row)
-                    continue
-                if names and len(row) > 2 + len(names):
-                    raise DatasetFormatError(f"{path}:{lineno}: {len(row)} columns, but the header "
-                                             f"names {2 + len(names)}")
-                extra = {name: value.strip() for name, value in zip(names, row[2:])
-                         if value.strip()}
-                rows.append((row[0].strip(), row[1].strip(), lineno, extra))
-        return rows
+    def _check_label_kinds(self, readers: dict[str, _ManifestReader]) -> bool:
+        """True when every label is an integer (or a list of them), False when none is; mixed
+        labels are an error naming the first label of the rarer kind (most likely the typo)."""
+        counts = {kind: sum(r.count[kind] for r in readers.values()) for kind in (True, False)}
+        if counts[True] and counts[False]:
+            odd = False if counts[False] <= counts[True] else True
 
-    def _check_label_kinds(self, rows: dict[str, list[tuple[str, str, int, dict[str, str]]]]
-                           ) -> bool:
-        """True when every label is an integer, False when none is; mixed labels are an error
-        naming the first label of the rarer kind (most likely the typo)."""
-        kinds: dict[bool, list[tuple[str, int, str]]] = {True: [], False: []}
-        for split, split_rows in rows.items():
-            for _, label, lineno, _ in split_rows:
-                kinds[bool(_INTEGER.match(label))].append((f"{self.root / (split + '.csv')}", lineno, label))
-        if kinds[True] and kinds[False]:
-            odd, usual = (kinds[False], kinds[True]) if len(kinds[False]) <= len(kinds[True]) else (kinds[True], kinds[False])
+            def first(kind: bool) -> tuple[Path, int, str]:
+                reader = next(r for r in readers.values() if r.first[kind] is not None)
+                return (reader.path, *reader.first[kind])
+
+            (o_path, o_line, o_label), (u_path, u_line, u_label) = first(odd), first(not odd)
             raise DatasetFormatError(
-                f"{odd[0][0]}:{odd[0][1]}: label '{odd[0][2]}' does not match the other labels (e.g. "
-                f"{usual[0][0]}:{usual[0][1]} '{usual[0][2]}'); labels must be all integers or all class names"
+                f"{o_path}:{o_line}: label '{o_label}' does not match the other labels (e.g. "
+                f"{u_path}:{u_line} '{u_label}'); labels must be all integers or all class names"
             )
-        return not kinds[False]
+        return not counts[False]
 
-    def _official_splits(self) -> dict[str, list[Sample]]:
+    def _positions(self, reader: _ManifestReader, classes: list[str],
+                   ids: dict[int, int] | None, from_file: bool
+                   ) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
+        """A reader's integer labels (and label sets) as class positions, checked."""
+        labels = np.frombuffer(reader.labels, dtype=np.int64).copy() if reader.labels else \
+            np.zeros(0, dtype=np.int64)
+        values = np.concatenate([labels, np.fromiter(
+            (v for s in reader.label_sets.values() for v in s), dtype=np.int64)])
+        owners = np.concatenate([np.arange(len(labels)), np.fromiter(
+            (row for row, s in reader.label_sets.items() for _ in s), dtype=np.int64)])
+        if ids is not None:
+            keys = np.asarray(sorted(ids), dtype=np.int64)
+            where = np.searchsorted(keys, values).clip(max=len(keys) - 1)
+            bad = np.flatnonzero(keys[where] != values)
+            if bad.size:
+                row = int(owners[bad[np.argmin(owners[bad])]])
+                raise DatasetFormatError(
+                    f"{reader.path}:{reader.linenos[row]}: label {values[bad[np.argmin(owners[bad])]]} "
+                    f"is not a class id of classes.txt (ids {min(ids)}..{max(ids)})")
+            mapped = np.asarray([ids[k] for k in keys.tolist()], dtype=np.int64)[where]
+        else:
+            bad = np.flatnonzero((values < 0) | (values >= len(classes)))
+            if bad.size:
+                first = bad[np.argmin(owners[bad])]
+                source = f"classes.txt has {len(classes)} names" if from_file else \
+                    "labels are 0-based class indices"
+                raise DatasetFormatError(
+                    f"{reader.path}:{reader.linenos[int(owners[first])]}: label {values[first]} "
+                    f"outside 0..{len(classes) - 1} ({source})")
+            mapped = values
+        sets, start = {}, len(labels)
+        for row, members in reader.label_sets.items():
+            sets[row] = tuple(int(v) for v in mapped[start:start + len(members)])
+            start += len(members)
+        return mapped[:len(labels)], sets
+
+    def _official_splits(self) -> dict[str, ManifestSamples]:
         self.require("train.csv", how=self.HOW)
         self.require("test.csv", how=self.HOW)
-        rows = {
-            split: self._read_rows(self.root / f"{split}.csv")
-            for split in SPLITS
-            if (self.root / f"{split}.csv").exists()
-        }
-        all_labels = [label for split_rows in rows.values() for _, label, _, _ in split_rows]
-        numeric = self._check_label_kinds(rows)
+        readers = {split: _ManifestReader(self.root / f"{split}.csv").read()
+                   for split in SPLITS if (self.root / f"{split}.csv").exists()}
+        numeric = self._check_label_kinds(readers)
         read = self._read_classes()
         classes, ids = read if read is not None else (None, None)
         if classes is None:
             if numeric:
-                classes = [str(i) for i in range(max((int(v) for v in all_labels), default=-1) + 1)]
+                top = max((max(int(np.frombuffer(r.labels, dtype=np.int64).max(initial=-1)),
+                               max((max(s) for s in r.label_sets.values()), default=-1))
+                           for r in readers.values()), default=-1)
+                classes = [str(i) for i in range(top + 1)]
             else:
-                classes = sorted(set(all_labels))
+                classes = sorted({label for r in readers.values() for label in r.text_labels})
         self.class_names = classes
         index = {c: i for i, c in enumerate(classes)}
         splits = {}
-        for split, split_rows in rows.items():
-            csv_path = self.root / f"{split}.csv"
-            samples = []
-            for relpath, label, lineno, extra in split_rows:
-                if numeric and ids is not None:
-                    if int(label) not in ids:
-                        raise DatasetFormatError(
-                            f"{csv_path}:{lineno}: label {label} is not a class id of classes.txt "
-                            f"(ids {min(ids)}..{max(ids)})"
-                        )
-                    label_id = ids[int(label)]
-                elif numeric:
-                    label_id = int(label)
-                    if not 0 <= label_id < len(classes):
-                        source = f"classes.txt has {len(classes)} names" if read else "labels are 0-based class indices"
-                        raise DatasetFormatError(
-                            f"{csv_path}:{lineno}: label {label_id} outside 0..{len(classes) - 1} ({source})"
-                        )
-                else:
+        for split, reader in readers.items():
+            if numeric:
+                labels, sets = self._positions(reader, classes, ids, read is not None)
+            else:
+                for row, label in enumerate(reader.text_labels):
                     if label not in index:
-                        raise DatasetFormatError(f"{csv_path}:{lineno}: label '{label}' is not in classes.txt")
-                    label_id = index[label]
-                samples.append(Sample(relpath, label_id, str(self.root / relpath), extra))
-            if samples and not Path(samples[0].locator).exists():
+                        raise DatasetFormatError(f"{reader.path}:{reader.linenos[row]}: label "
+                                                 f"'{label}' is not in classes.txt")
+                labels = np.asarray([index[label] for label in reader.text_labels],
+                                    dtype=np.int64)
+                sets = {}
+            samples = ManifestSamples(self.root, reader.blob[:reader.used],
+                                      np.asarray(reader.offsets, dtype=np.int64), labels, sets,
+                                      reader.attributes or None)
+            if len(samples) and not Path(samples[0].locator).exists():
                 raise MissingDataError(
-                    f"manifest: {csv_path}:{split_rows[0][2]} names {samples[0].sample_id} but "
-                    f"{samples[0].locator} does not exist (relpaths are relative to {self.root})"
+                    f"manifest: {reader.path}:{reader.linenos[0]} names {samples[0].sample_id} "
+                    f"but {samples[0].locator} does not exist (relpaths are relative to "
+                    f"{self.root})"
                 )
             splits[split] = samples
         return splits
+
+    def _all_splits(self) -> dict[str, ManifestSamples]:
+        """The base's splits (images listed once, ``val`` carved from train when there is no
+        ``val.csv``), computed on the arrays: the same samples, no object per row."""
+        if self._splits is None:
+            official = self._official_splits()
+            _check_disjoint(self.name, official)
+            if "val" not in official:
+                train = official["train"]
+                order = train.sort_order()  # the base carves val over the samples sorted by id
+                _, val_sorted = stratified_split(train.labels[train.rows][order])
+                in_val = np.zeros(len(train), dtype=bool)
+                in_val[order[val_sorted]] = True
+                official["val"] = train.view(np.flatnonzero(in_val))
+                official["train"] = train.view(np.flatnonzero(~in_val))
+            self._splits = {k: official[k] for k in SPLITS if k in official}
+        return self._splits
+
+
+def _check_disjoint(dataset: str, splits: dict[str, ManifestSamples]) -> None:
+    """:func:`featkit.datasets.base.check_disjoint` on 64-bit hashes of the normalised paths:
+    the same one-line error for the first image listed twice (in split order); the exact paths
+    of the rows whose hashes repeat decide, so a hash collision is no error."""
+    names = list(splits)
+    hashes = [splits[s].normalised_hashes() for s in names]
+    flat = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
+    order = np.argsort(flat, kind="stable")
+    repeated = np.flatnonzero(flat[order][1:] == flat[order][:-1]) + 1
+    if not repeated.size:
+        return
+    starts = np.cumsum([0] + [len(h) for h in hashes])
+    seen: dict[str, str] = {}
+    for i in sorted(set(order[repeated].tolist()) | set(order[repeated - 1].tolist())):
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        split, samples = names[k], splits[names[k]]
+        path = os.path.normpath(samples._prefix + samples.relpath(i - int(starts[k])))
+        first = seen.get(path)
+        if first is None:
+            seen[path] = split
+            continue
+        if first == split:
+            raise DatasetFormatError(
+                f"{dataset}: {path} is listed twice in the {split} split; remove one of them")
+        raise DatasetFormatError(
+            f"{dataset}: {path} is in both the {first} and the {split} split (the same "
+            "image in two splits leaks one into the other); remove it from one of them")
 
 
 @register_dataset("digits", "scikit-learn's bundled 8x8 handwritten digits (1,797 real images, no download)")
