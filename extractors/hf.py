@@ -54,6 +54,7 @@ from extractors.hf_archs import (
     supported,
     vision_shape_from_json,
 )
+from extractors.hf_remote import RemoteCodeVLMExtractor, check_trusted, load_remote_vlm
 from extractors.hf_towers import TOWER_ARCHITECTURES, HFTowerExtractor
 from extractors.hf_vlm import (
     DEFAULT_INSTRUCTION,
@@ -78,6 +79,9 @@ UNKNOWN_LAYERS = {"cls": LayerSpan(None, None), "patch_mean": LayerSpan(None, No
 OPTIONS = (
     OptionSpec("instruction", str, DEFAULT_INSTRUCTION, changes_features=True,
                help="the instruction of the last_token prompt '<image-token> <instruction>'"),
+    OptionSpec("trust_remote_code", bool, False, changes_features=False,
+               help="run the modelling code a checkpoint ships (config.json auto_map), through "
+                    "its registered adapter (extractors.hf_remote); off unless asked"),
     OptionSpec("image_size", int, None, changes_features=True,
                help=f"Qwen2-VL: the fixed square input size in pixels (default "
                     f"{DEFAULT_QWEN_IMAGE_SIZE}); LLaVA's processor fixes its own"),
@@ -158,7 +162,8 @@ class HFFamily(Family):
         )
 
     def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
-             options: Mapping[str, Any] | None = None) -> HFVLMExtractor | HFTowerExtractor:
+             options: Mapping[str, Any] | None = None
+             ) -> HFVLMExtractor | HFTowerExtractor | RemoteCodeVLMExtractor:
         source = spec.name.partition(":")[2]
         path, identity, adapter = resolve_weights(source, weights, adapter)
         return load_hf_vlm(spec, path, weights_identity=identity, adapter=adapter, device=device,
@@ -191,6 +196,16 @@ def _local_layers(config_file: Path) -> dict[str, LayerSpan]:
         return {**UNKNOWN_LAYERS, "last_token": text_span}
     layers = {"patch_mean": LayerSpan(vision.depth, vision.width), "last_token": text_span}
     return {"cls": LayerSpan(vision.depth, vision.width), **layers} if vision.has_cls else layers
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or ``{}`` when it is missing or not JSON (transformers then says
+    what is wrong with it)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _check_transformers() -> None:
@@ -233,6 +248,11 @@ def load_hf_vlm(
 
     path = Path(path)
     options = dict(options or {})
+    config_json = _read_json(path / "config.json")
+    if check_trusted(config_json, spec.name, bool(options.get("trust_remote_code"))):
+        return load_remote_vlm(spec, path, str(config_json.get("model_type")),
+                               weights_identity=weights_identity, device=device,
+                               precision=precision, options=options)
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:

@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="local weights file or directory (offline)")
     parser.add_argument("--adapter", default=None, help="peft adapter directory to apply (models that take adapters: hf VLMs)")
     parser.add_argument("--instruction", default=None, help="instruction for last_token embeddings (VLMs; the option instruction)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="hf models: run the modelling code a checkpoint ships (config.json auto_map) through its registered adapter (the option trust_remote_code); off unless given")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option the model declares, e.g. image_size=224 (repeatable; 'featkit list models' shows each model's options)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
     parser.add_argument("--device", type=device, default="auto", help="auto|cpu|cuda[:N] (default: auto)")
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         options[key.strip()] = value.strip()
     if args.instruction:
         options["instruction"] = args.instruction
+    if args.trust_remote_code:
+        options["trust_remote_code"] = "true"
     features = split_list(args.features) or None
     if args.layers:
         from extractors import layer_features
