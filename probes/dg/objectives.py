@@ -69,19 +69,19 @@ def kde_quantile(values: torch.Tensor, alpha: float, *, iterations: int = 60) ->
     spread (one domain, or equal risks) give their mean."""
     n = values.numel()
     std = values.detach().std() if n > 1 else torch.zeros((), dtype=values.dtype)
-    if n < 2 or not float(std) > 0:
+    if n < 2 or not float(std) > 0:  # one host round trip per call
         return values.mean()
-    h = float(std) * (4.0 / (3.0 * n)) ** 0.2
+    h = std.double() * (4.0 / (3.0 * n)) ** 0.2
     v = values.detach().double()
-    lo, hi = float(v.min()) - 10 * h, float(v.max()) + 10 * h
-    for _ in range(iterations):
+    lo, hi = v.min() - 10 * h, v.max() + 10 * h
+    for _ in range(iterations):  # on tensors: no host round trip per iteration
         mid = 0.5 * (lo + hi)
-        cdf = torch.special.ndtr((mid - v) / h).mean()
-        lo, hi = (mid, hi) if float(cdf) < alpha else (lo, mid)
+        below = torch.special.ndtr((mid - v) / h).mean() < alpha
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
     t = 0.5 * (lo + hi)
     density = torch.exp(-0.5 * ((t - v) / h) ** 2)
     weights = (density / density.sum()).to(values.dtype)
-    return t + (weights * (values - values.detach())).sum()
+    return t.to(values.dtype) + (weights * (values - values.detach())).sum()
 
 
 def _domain_index(domains: torch.Tensor, num_domains: int, min_rows: int

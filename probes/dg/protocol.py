@@ -188,8 +188,9 @@ def check_grids(algorithms: Sequence[str], grids: Mapping[str, Sequence[float]] 
     return out
 
 
-def _scores(network, data: dict[str, torch.Tensor], num_groups: int) -> tuple[np.ndarray, float,
-                                                                            np.ndarray]:
+def _scores(network, data: Mapping[str, Any], num_groups: int
+            ) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(predictions, average accuracy, per-group accuracy)`` of one network on one split."""
     predictions = network.predict(data["x"]).cpu().numpy()
     labels = data["y_np"]
     per_group = group_accuracy(predictions, labels, data["groups_np"], num_groups)
@@ -240,7 +241,7 @@ def dg_probe(
     dev = torch_device(device)
     pool = _concat(train, val)
     val_fraction = len(val) / len(pool)
-    warnings = _warnings_before(algorithms, grid_of, train, names, options)
+    warnings = _warnings_before(algorithms, train, names, options)
     runs: dict[str, list[SeedRun]] = {a: [] for a in algorithms}
     for seed in progress_bar(seed_list, progress, "DG seeds"):
         if resplit:
@@ -303,8 +304,10 @@ def dg_probe(
 
 
 def _concat(a: DGSplit, b: DGSplit) -> DGSplit:
-    return DGSplit(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
-                     ("features", "labels", "groups", "domains", "eval_groups")))
+    return DGSplit(np.concatenate([a.features, b.features]),
+                   np.concatenate([a.labels, b.labels]), np.concatenate([a.groups, b.groups]),
+                   np.concatenate([a.domains, b.domains]),
+                   np.concatenate([a.eval_groups, b.eval_groups]))
 
 
 def _preparer(normalization: str, mean, std, dev: torch.device):
@@ -330,8 +333,8 @@ def _values(algorithm: str, grid: tuple[float, ...], options: TrainOptions
     return list(grid)
 
 
-def _warnings_before(algorithms: Sequence[str], grids: Mapping[str, tuple[float, ...]],
-                     train: DGSplit, names: GroupNames, options: TrainOptions) -> list[str]:
+def _warnings_before(algorithms: Sequence[str], train: DGSplit, names: GroupNames,
+                     options: TrainOptions) -> list[str]:
     warnings = []
     matching = [a for a in algorithms if a in FEATURE_MATCHING]
     if matching and not options.adapter_dim:
