@@ -91,12 +91,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _known(alias: str, hub_id: str, dims: dict[str, int], description: str, *,
-           vision: tuple[int, int, bool], text: tuple[int, int]) -> ExtractorSpec:
-    """A named checkpoint: ``vision`` (depth, width, class token) and ``text`` (depth, width)
-    give its layer kinds."""
+           vision: tuple[int, int, bool], text: tuple[int, int] | None) -> ExtractorSpec:
+    """A named checkpoint: ``vision`` (depth, width, class token) and ``text`` (the language
+    model's depth and width; None for a dual encoder) give its layer kinds."""
     add_alias(alias, f"hf:{hub_id}")
     depth, width, has_cls = vision
-    layers = {"patch_mean": LayerSpan(depth, width), "last_token": LayerSpan(*text)}
+    layers = {"patch_mean": LayerSpan(depth, width)}
+    if text is not None:
+        layers["last_token"] = LayerSpan(*text)
     if has_cls:
         layers = {"cls": LayerSpan(depth, width), **layers}
     return ExtractorSpec(
@@ -128,6 +130,40 @@ KNOWN_SPECS = [
            {"visual": 1280, "aligned": 3584, "last_token": 3584},
            "Qwen2-VL 7B Instruct: 675M ViT + 2x2 PatchMerger + Qwen2-7B (fixed square input)",
            vision=(32, 1280, False), text=(28, 3584)),
+    _known("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct",
+           {"visual": 1280, "aligned": 3584, "last_token": 3584},
+           "Qwen2.5-VL 7B Instruct: window-attention ViT + 2x2 merger + Qwen2.5-7B (fixed square input)",
+           vision=(32, 1280, False), text=(28, 3584)),
+    _known("internvl3-1b", "OpenGVLab/InternVL3-1B-hf",
+           {"visual": 1024, "cls": 1024, "aligned": 896, "last_token": 896},
+           "InternVL3 1B: InternViT-300M (448 px tile) + pixel shuffle + MLP + Qwen2.5-0.5B",
+           vision=(24, 1024, True), text=(24, 896)),
+    _known("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf",
+           {"visual": 1024, "cls": 1024, "aligned": 4096, "last_token": 4096},
+           "LLaVA-NeXT (1.6) Mistral 7B: CLIP ViT-L/14-336 any-resolution tiles + MLP + Mistral-7B; "
+           "VLM2Vec's LLaVA-NeXT backbone",
+           vision=(24, 1024, True), text=(32, 4096)),
+    _known("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3",
+           {"visual": 1152, "aligned": 4096, "last_token": 4096},
+           "Idefics3 8B: SigLIP SO400M tiles + global image, pixel-shuffle connector, Llama-3-8B",
+           vision=(27, 1152, False), text=(32, 4096)),
+    _known("paligemma-3b-224", "google/paligemma-3b-pt-224",
+           {"visual": 1152, "aligned": 2048, "last_token": 2048},
+           "PaliGemma 3B (224 px): SigLIP SO400M + linear projector + Gemma-2B (prefix attention)",
+           vision=(27, 1152, False), text=(18, 2048)),
+    _known("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b",
+           {"visual": 1408, "cls": 1408, "aligned": 2560, "last_token": 2560, "qformer": 768},
+           "BLIP-2 OPT-2.7B: EVA ViT-g + Q-Former (32 queries) + language projection + OPT-2.7B",
+           vision=(39, 1408, True), text=(32, 2560)),
+    _known("clip-l-hf", "openai/clip-vit-large-patch14",
+           {"visual": 1024, "aligned": 768, "patch_mean": 1024, "cls": 1024},
+           "CLIP ViT-L/14 through transformers (CLIPModel): pooled class token + visual projection",
+           vision=(24, 1024, True), text=None),
+    _known("siglip2-so400m-384-hf", "google/siglip2-so400m-patch14-384",
+           {"visual": 1152, "aligned": 1152, "patch_mean": 1152},
+           "SigLIP2 SO400M/14 at 384 px through transformers (SiglipModel): attention-pool head, no "
+           "separate projection",
+           vision=(27, 1152, False), text=None),
 ]
 
 
