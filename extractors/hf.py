@@ -1,42 +1,56 @@
 """Hugging Face transformers models (family ``hf``): the VLMs of :mod:`extractors.hf_archs`
-through transformers 5's common interface, and the image-text dual encoders of
-:mod:`extractors.hf_towers` (CLIP, SigLIP, SigLIP2; their kinds are described there).
+through transformers 5's common interface, the image-text dual encoders of
+:mod:`extractors.hf_towers` (CLIP, SigLIP, SigLIP2; their kinds are described there), and
+remote-code VLMs through the hook of :mod:`extractors.hf_remote` (``--trust-remote-code``).
 
-Ids are ``hf:<hub id or local directory>``. Feature kinds (all ``(B, D)``):
+Ids are ``hf:<hub id or local directory>``. VLM feature kinds (all ``(B, D)``):
 
 ``visual``
-    The vision tokens the projector receives, mean-pooled (over every tile, base image
-    included, for any-resolution models). LLaVA-style models: hidden states at the config's
-    ``vision_feature_layer`` (-2 for LLaVA-1.5) with its ``vision_feature_select_strategy``
-    (``"default"`` drops CLS). Qwen2-VL: the last vision block's patch tokens before the
-    PatchMerger.
+    The vision tokens the projector receives, mean-pooled. LLaVA, LLaVA-NeXT, LLaVA-OneVision,
+    InternVL: hidden states at the config's ``vision_feature_layer`` (-2 for LLaVA-1.5; InternVL's
+    -1 is the tower's ``last_hidden_state``) with its ``vision_feature_select_strategy``
+    (``"default"`` drops CLS), before InternVL's pixel shuffle. Qwen2/2.5/3-VL: the last vision
+    block's patch tokens before the merger. Idefics3, PaliGemma: the tower's ``last_hidden_state``
+    (the connector's input, before Idefics3's pixel shuffle). BLIP-2: the ViT's
+    ``last_hidden_state``, every token, what the Q-Former attends to.
 ``cls``
-    Towers with a CLS token (CLIP): the CLS token at the same layer (of the base image).
+    Towers with a CLS token (CLIP, InternViT, BLIP-2's ViT): the CLS token at the same layer, of
+    the whole image (LLaVA-NeXT's base image, InternVL's thumbnail tile).
 ``aligned``
-    The projector's output for the same tokens (LM embedding space), mean-pooled: exactly the
-    image tokens the language model receives (``get_image_features``' ``pooler_output``; FG-BMK
-    Table 4, "aligned").
+    Exactly the image tokens the language model receives, mean-pooled (``get_image_features``'
+    ``pooler_output``; FG-BMK Table 4, "aligned"): the projector's output for the selected
+    tokens; LLaVA-NeXT/OneVision: the projected tiles unpadded and packed with the
+    ``image_newline`` embedding per row; BLIP-2: the Q-Former queries after the language
+    projection (``qformer`` is the query outputs themselves); Qwen3-VL: the merger output (its
+    DeepStack features, added inside the LM, are not part of it).
 ``last_token``
     VLM2Vec: prompt ``"<image-token> <instruction>"`` (no chat template; default instruction
-    ``"Represent the given image."``), the base model's final-layer hidden state (after the final
-    norm) at the last non-padding token found from the attention mask, L2-normalised. The LM head
-    is never called, so no full-vocabulary logits are computed.
+    ``"Represent the given image."``; BLIP-2's processor puts its query tokens first itself),
+    the base model's final-layer hidden state (after the final norm) at the last non-padding
+    token found from the attention mask, L2-normalised. The LM head is never called, so no
+    full-vocabulary logits are computed (BLIP-2, whose forward ends in the head, runs its
+    language model alone on the embeddings its forward would build). PaliGemma's prompts and
+    texts are prefixes (bidirectional attention), as its processor marks them.
 ``cls@L``, ``patch_mean@L``, ``last_token@L``
-    The vision tower's ``hidden_states[L]`` (its class token; the mean of its patch tokens,
-    class token excluded) and the language model's ``hidden_states[L]`` at the last real token,
-    L2-normalised (``last_token@-1`` is ``last_token``), all from the same forward pass (see
-    :mod:`extractors.layers`). LLaVA's ``cls`` is ``cls@-2``.
+    The vision tower's ``hidden_states[L]`` (its class token; the mean of its patch tokens over
+    every tile, class token excluded) and the language model's ``hidden_states[L]`` at the last
+    real token, L2-normalised (``last_token@-1`` is ``last_token``), all from the same forward
+    pass (see :mod:`extractors.layers`). LLaVA's ``cls`` is ``cls@-2``.
 
 Images: fixed-grid models get their image processor applied to one image. Models whose
-processor varies the number of tokens with the image (Qwen2-VL's dynamic resolution) get the
-shortest edge resized to a fixed ``image_size`` (option; Qwen2-VL default 448, a multiple of 28)
-and a centre square crop first, so every image gives the same tokens and a batch stacks.
+processor varies the number of tokens with the image get the shortest edge resized to a fixed
+``image_size`` (option) and a centre square crop first, so every image gives the same tokens
+and a batch stacks: Qwen-VL (default 448, a multiple of 28), LLaVA-NeXT/OneVision (default two
+tiles: a 2 x 2 grid of tiles plus the base image, every tile weighing the same in ``visual``),
+InternVL (default one tile; larger sizes give its processor's grid of tiles plus a thumbnail),
+Idefics3 (its processor's tiles plus the global image).
 
 Weights load offline only: ``--weights DIR`` (a ``save_pretrained`` directory), a local directory
 as the id, or the Hugging Face cache for hub ids; nothing is downloaded and a checkpoint with
 missing parameters is refused (never random init). ``--adapter DIR`` applies a peft adapter
-(merged into the weights); a directory holding only an adapter loads its base model the same way.
-Needs transformers >= 5 (4.x exposes the image features differently).
+(merged into the weights); a directory holding an adapter and no model weights (a LoRA
+repository, with or without a ``config.json``) loads its base model the same way, plus the
+adapter. Needs transformers >= 5 (4.x exposes the image features differently).
 """
 
 from __future__ import annotations
