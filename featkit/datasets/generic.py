@@ -78,6 +78,8 @@ def _subdirs(path: Path) -> list[Path]:
 #: positions, space-separated (``"1 10 12 29"``); the row's label is the first of them.
 MULTI_LABEL_KEY = "labels"
 _HEADER_NAMES = ("relpath", "path", "image", "filename")
+#: Bytes of manifest lines parsed at once with array operations.
+BLOCK_BYTES = 16 << 20
 
 
 class ManifestSamples(Sequence[Sample]):
@@ -138,26 +140,37 @@ class ManifestSamples(Sequence[Sample]):
         return ManifestSamples(self.root, self.blob, self.offsets, self.labels,
                                self.label_sets, self.attributes, self.rows[positions])
 
-    def sort_order(self, chunk: int = 65536) -> np.ndarray:
-        """Positions that sort this view by relpath (UTF-8 byte order is code point order, as
-        Python sorts the ids), without a string object per row."""
-        lengths = self.offsets[self.rows + 1] - self.offsets[self.rows]
-        width = int(lengths.max()) if len(lengths) else 1
-        keys = np.zeros(len(self), dtype=f"S{max(width, 1)}")
-        flat = keys.view(np.uint8).reshape(len(self), -1)
-        for start in range(0, len(self), chunk):
-            rows, n = self.rows[start:start + chunk], lengths[start:start + chunk]
-            owner = np.repeat(np.arange(len(rows)), n)
-            column = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-            source = np.repeat(self.offsets[rows], n) + column
-            flat[start + owner, column] = self.blob[source]
-        return np.argsort(keys, kind="stable")
+    def _keys(self, rows: np.ndarray) -> list[bytes]:
+        """The relpaths of stored rows ``rows``, as UTF-8 bytes."""
+        memory = memoryview(self.blob)
+        return [memory[a:b].tobytes() for a, b in zip(self.offsets[rows].tolist(),
+                                                      self.offsets[rows + 1].tolist())]
 
-    def normalised_hashes(self) -> np.ndarray:
-        """A 64-bit hash of each row's normalised file path (for the disjointness check)."""
+    def class_key_order(self) -> np.ndarray:
+        """Positions of this view grouped by label (ascending) and sorted by relpath within a
+        label: the order in which the base reader's validation carve takes each class's
+        samples (by id; UTF-8 byte order is Python's string order), one class's keys at a
+        time rather than a string per row at once."""
+        labels = self.labels[self.rows]
+        by_label = np.argsort(labels, kind="stable")
+        bounds = np.flatnonzero(np.diff(labels[by_label])) + 1
+        parts = []
+        for group in np.split(by_label, bounds):
+            keys = self._keys(self.rows[group])
+            parts.append(group[sorted(range(len(group)), key=keys.__getitem__)])
+        return np.concatenate(parts) if parts else by_label
+
+    def path_hashes(self, chunk: int = 1 << 16) -> np.ndarray:
+        """A 64-bit hash of each row's relpath, normalised as ``os.path.normpath`` does where
+        it has ``.`` or ``..`` segments or doubled or trailing slashes (for the disjointness
+        check: the root is the same for every row)."""
         out = np.empty(len(self), dtype=np.int64)
-        for i in range(len(self)):
-            out[i] = hash(os.path.normpath(self._prefix + self.relpath(i)))
+        for start in range(0, len(self), chunk):
+            keys = self._keys(self.rows[start:start + chunk])
+            for i, key in enumerate(keys):
+                if b"/." in key or b"//" in key or key.startswith(b".") or key.endswith(b"/"):
+                    keys[i] = os.path.normpath(key.decode("utf-8")).encode("utf-8")
+            out[start:start + len(keys)] = [hash(key) for key in keys]
         return out
 
 
@@ -184,8 +197,8 @@ class _ManifestReader:
         size = path.stat().st_size
         self.blob = np.empty(max(size, 1), dtype=np.uint8)
         self.used = 0
-        self.offsets: list[int] = [0]
-        self.linenos = array("l")
+        self.offsets = array("q", [0])
+        self.linenos = array("q")
         self.labels = array("q")
         self.text_labels: list[str] = []  # labels that are not integers, by row
         self.label_sets: dict[int, tuple[int, ...]] = {}
@@ -194,10 +207,79 @@ class _ManifestReader:
         self.count = {True: 0, False: 0}
 
     def read(self) -> _ManifestReader:
+        """Read the file: its first line (a header?) alone, then blocks of lines, each block
+        parsed with array operations when every line is ``relpath,<digits>`` with no quote
+        (FG-BMK's manifests), line by line otherwise."""
         with self.path.open("rb") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                self._line(lineno, line)
+            first = handle.readline()
+            self._line(1, first)
+            lineno, rest = 1, b""
+            while True:
+                block = handle.read(BLOCK_BYTES)
+                data = rest + block
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if not data:
+                    break
+                lines, rest = data[:cut], data[cut:]
+                if not lines:
+                    continue
+                parsed = None if self.names is not None else self._block(lines, lineno)
+                if parsed is None:
+                    pieces = lines.split(b"\n")
+                    if not pieces[-1]:
+                        pieces.pop()
+                    for offset, line in enumerate(pieces, start=1):
+                        self._line(lineno + offset, line)
+                lineno += lines.count(b"\n") + (not lines.endswith(b"\n"))
+                if not block:
+                    break
         return self
+
+    def _block(self, lines: bytes, lineno: int) -> bool | None:
+        """Parse a block of whole lines that follow ``lineno`` with array operations; None
+        (nothing read) when some line needs the line-by-line rules."""
+        if b'"' in lines:
+            return None
+        buf = np.frombuffer(lines, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        if not lines.endswith(b"\n"):
+            ends = np.append(ends, len(buf))
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        stops = ends - ((ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13))  # drop \r
+        keep = stops > starts  # blank lines are skipped, as line by line
+        starts, stops, numbers = starts[keep], stops[keep], lineno + 1 + np.flatnonzero(keep)
+        if not len(starts):
+            return True
+        commas = np.flatnonzero(buf == 44)
+        last = commas[np.searchsorted(commas, stops) - 1] if len(commas) else starts - 1
+        width = stops - last - 1
+        if (np.any(last < starts) or np.any(width < 1) or np.any(width > 18)
+                or np.any(last == starts) or np.any(buf[starts] == 32)
+                or np.any(buf[last - 1] == 32)):
+            return None
+        labels = np.zeros(len(starts), dtype=np.int64)
+        for k in range(int(width.max())):  # the label's digits, from the last
+            has = width > k
+            digit = buf[np.where(has, stops - 1 - k, stops - 1)].astype(np.int64) - 48
+            if np.any(has & ((digit < 0) | (digit > 9))):
+                return None
+            labels += np.where(has, digit * 10 ** k, 0)
+        lengths = last - starts
+        end = self.used + int(lengths.sum())
+        if end > len(self.blob):
+            self.blob = np.resize(self.blob, max(end, 2 * len(self.blob)))
+        inside = np.zeros(len(buf) + 1, dtype=np.int8)
+        np.add.at(inside, starts, 1)
+        np.add.at(inside, last, -1)
+        self.blob[self.used:end] = buf[np.cumsum(inside[:-1], dtype=np.int8) > 0]
+        self.offsets.frombytes((self.used + np.cumsum(lengths)).astype(np.int64).tobytes())
+        self.used = end
+        self.linenos.frombytes(numbers.astype(np.int64).tobytes())
+        self.labels.frombytes(labels.tobytes())
+        if self.first[True] is None:
+            self.first[True] = (int(numbers[0]), lines[last[0] + 1:stops[0]].decode())
+        self.count[True] += len(starts)
+        return True
 
     def _fields(self, lineno: int, line: bytes) -> tuple[bytes, bytes, list[str]] | None:
         text = line.rstrip(b"\r\n")
@@ -386,7 +468,7 @@ class ManifestDataset(ImageDataset):
                                     dtype=np.int64)
                 sets = {}
             samples = ManifestSamples(self.root, reader.blob[:reader.used],
-                                      np.asarray(reader.offsets, dtype=np.int64), labels, sets,
+                                      np.frombuffer(reader.offsets, dtype=np.int64), labels, sets,
                                       reader.attributes or None)
             if len(samples) and not Path(samples[0].locator).exists():
                 raise MissingDataError(
@@ -405,7 +487,7 @@ class ManifestDataset(ImageDataset):
             _check_disjoint(self.name, official)
             if "val" not in official:
                 train = official["train"]
-                order = train.sort_order()  # the base carves val over the samples sorted by id
+                order = train.class_key_order()  # the base carves each class sorted by id
                 _, val_sorted = stratified_split(train.labels[train.rows][order])
                 in_val = np.zeros(len(train), dtype=bool)
                 in_val[order[val_sorted]] = True
@@ -420,7 +502,7 @@ def _check_disjoint(dataset: str, splits: dict[str, ManifestSamples]) -> None:
     the same one-line error for the first image listed twice (in split order); the exact paths
     of the rows whose hashes repeat decide, so a hash collision is no error."""
     names = list(splits)
-    hashes = [splits[s].normalised_hashes() for s in names]
+    hashes = [splits[s].path_hashes() for s in names]
     flat = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
     order = np.argsort(flat, kind="stable")
     repeated = np.flatnonzero(flat[order][1:] == flat[order][:-1]) + 1

@@ -68,8 +68,8 @@ def test_fgbmk_comma_paths_and_multi_label_lines(tmp_path):
 
 def _write(root: Path, split: str, lines: list[str]) -> None:
     (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    for line in lines:
-        path = root / line.rsplit(",", 1)[0].strip('"')
+    for line in filter(str.strip, lines):
+        path = root / line.strip().rsplit(",", 1)[0].strip('"')
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
 
@@ -117,3 +117,32 @@ def test_labels_are_arrays_not_objects(tmp_path):
     g = make_manifest(tmp_path, n_classes=2, train_per_class=3, image_size=8)
     samples = open_dataset("manifest", g.root).samples("test")
     assert samples.labels.dtype == np.int64 and samples.blob.dtype == np.uint8
+
+
+def test_block_parsing_equals_line_by_line(tmp_path, monkeypatch):
+    """The array parse of plain blocks gives exactly what the line-by-line rules give, for any
+    block boundary, blank lines and CRLF endings included."""
+    from featkit.datasets import generic
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(400):
+        sep = "," if i % 7 == 0 else "_"
+        lines.append(f"d{i % 13}/im{sep}g{i}.jpg,{rng.integers(0, 12)}" + ("\r" if i % 5 == 0
+                                                                          else ""))
+        if i % 50 == 0:
+            lines.append("")
+    _write(tmp_path, "train", lines)
+    _write(tmp_path, "test", ["t0.jpg,3", "t1.jpg,11"])
+
+    def read():
+        ds = open_dataset("manifest", tmp_path)
+        return [(s.sample_id, s.label) for split in ("train", "val", "test")
+                for s in ds.samples(split)]
+
+    blocks = read()
+    monkeypatch.setattr(generic, "BLOCK_BYTES", 97)
+    assert read() == blocks
+    monkeypatch.setattr(generic._ManifestReader, "_block", lambda self, lines, lineno: None)
+    assert read() == blocks
+    assert len(blocks) == 402 and ("d0/im,g0.jpg", blocks[0][1]) == blocks[0]
