@@ -50,13 +50,14 @@ def run(source: FeatureSource, datasets: Sequence[str], settings: Settings, *,
     from featkit.results import make_result
     from probes.labels import build_relabel
 
+    loaded = load_datasets(source, list(datasets), SPLITS)
     taxonomy = read_taxonomy(settings.hierarchy)
     levels = list(settings.levels) or list(taxonomy.levels)
     for level in levels:
         taxonomy.level_index(level)
     order = sorted(levels, key=taxonomy.level_index)
     records = []
-    for s in load_datasets(source, list(datasets), SPLITS):
+    for s in loaded:
         rows, metrics, warnings = [], {}, []
         for level in order:
             relabel = build_relabel(s.class_names, taxonomy.mapping(s.class_names, level),
