@@ -135,6 +135,13 @@ class ManifestSamples(Sequence[Sample]):
 
     __hash__ = None  # a mutable-looking sequence, as a list is
 
+    def multi_labels(self) -> dict[str, tuple[int, ...]]:
+        """Sample id -> label set (class positions) of this view's multi-label rows."""
+        if not self.label_sets:
+            return {}
+        return {self.relpath(i): self.label_sets[row]
+                for i, row in enumerate(self.rows.tolist()) if row in self.label_sets}
+
     def view(self, positions: np.ndarray) -> ManifestSamples:
         """The rows at ``positions`` of this view, in that order, sharing the arrays."""
         return ManifestSamples(self.root, self.blob, self.offsets, self.labels,

@@ -43,6 +43,9 @@ class Blocks:
     meta: dict[str, Any]
     kinds: dict[str, Any]
     notes: list[str]
+    #: each row's label set for multi-label data (a manifest's space-separated labels)
+    train_sets: list[tuple[int, ...]] | None = None
+    test_sets: list[tuple[int, ...]] | None = None
 
 
 def check_common(task: str, *, iterations: int, batch_size: int, world_size: int, seed: int,
@@ -83,18 +86,48 @@ def load_blocks(source: FeatureSource, dataset: str, earlier_blocks: Sequence[st
 
     first = last[TEST_SPLIT]
     notes = [n for kind in names for fs in sets[kind].values() for n in fs.notes]
+    multi = multi_label_sets(dataset, source.data_root or first.meta.get("data_root"))
+    train_ids = [i for s in TRAIN_SPLITS for i in last[s].sample_ids]
+    train_labels = np.concatenate([last[s].labels for s in TRAIN_SPLITS])
     return Blocks(
         dataset=dataset, model=first.model or source.model,
         train=[train_of(k) for k in kinds], test=[sets[k][TEST_SPLIT].features for k in kinds],
         train_patch=train_of(patch_kind) if patch_kind else None,
         test_patch=sets[patch_kind][TEST_SPLIT].features if patch_kind else None,
-        train_labels=np.concatenate([last[s].labels for s in TRAIN_SPLITS]),
-        test_labels=last[TEST_SPLIT].labels, class_names=tuple(class_names),
+        train_labels=train_labels, test_labels=first.labels, class_names=tuple(class_names),
         meta=dict(first.meta),
         kinds={"last_block": source.features, "earlier_blocks": list(earlier_blocks),
                "patch_mean": patch_kind},
         notes=list(dict.fromkeys(notes)),
+        train_sets=rows_sets(multi, train_ids, train_labels),
+        test_sets=rows_sets(multi, first.sample_ids, first.labels),
     )
+
+
+def multi_label_sets(dataset: str, root: str | None) -> dict[str, tuple[int, ...]] | None:
+    """Sample id -> label set of the dataset's multi-label rows (a manifest's space-separated
+    labels, which the cache holds as their first label); None for single-label data.
+    ``root``: the dataset root the cache names."""
+    from featkit.datasets import open_dataset
+    from featkit.datasets.generic import ManifestSamples
+
+    if not root:
+        return None
+    reader = open_dataset(dataset, root)
+    sets: dict[str, tuple[int, ...]] = {}
+    for split in reader.splits:
+        samples = reader.samples(split)
+        if isinstance(samples, ManifestSamples):
+            sets.update(samples.multi_labels())
+    return sets or None
+
+
+def rows_sets(sets: dict[str, tuple[int, ...]] | None, sample_ids: Sequence[str],
+              labels: np.ndarray) -> list[tuple[int, ...]] | None:
+    """Each cached row's label set (its label alone where the reader lists no set)."""
+    if sets is None:
+        return None
+    return [sets.get(sid, (int(y),)) for sid, y in zip(sample_ids, labels.tolist())]
 
 
 def grid_warnings(result, blocks: Blocks) -> list[str]:

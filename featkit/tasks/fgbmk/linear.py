@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from featkit.errors import FeatkitError
 from featkit.tasks.fgbmk.common import check_common, load_blocks, record_of
 from featkit.tasks.loading import FeatureSource
 from featkit.tasks.registry import TaskInfo, register
@@ -54,6 +55,10 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
 
     settings = settings or Settings()
     blocks = load_blocks(source, dataset, settings.earlier_blocks, settings.patch_kind)
+    if blocks.train_sets is not None:
+        raise FeatkitError(f"{dataset} lists several labels per image; FG-BMK's linear "
+                           "evaluation reads one integer label per image (its Dataset class), "
+                           "so it has no FG-BMK linear score (see the multilabel_probe task)")
     result = fgbmk_linear(
         blocks.train, blocks.train_labels, blocks.test, blocks.test_labels,
         train_patch_mean=blocks.train_patch, test_patch_mean=blocks.test_patch,

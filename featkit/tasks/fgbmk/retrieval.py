@@ -72,8 +72,8 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
     blocks = load_blocks(source, dataset, settings.earlier_blocks, settings.patch_kind)
     classes = len(blocks.class_names)
     result = fgbmk_retrieval(
-        blocks.train, LabelSets.from_labels(blocks.train_labels, classes), blocks.test,
-        LabelSets.from_labels(blocks.test_labels, classes),
+        blocks.train, LabelSets.from_labels(blocks.train_sets or blocks.train_labels, classes),
+        blocks.test, LabelSets.from_labels(blocks.test_sets or blocks.test_labels, classes),
         train_patch_mean=blocks.train_patch, test_patch_mean=blocks.test_patch,
         learning_rates=settings.learning_rates, iterations=settings.iterations,
         batch_size=settings.batch_size, world_size=settings.world_size,
