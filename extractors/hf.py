@@ -81,8 +81,8 @@ from extractors.hf_weights import base_model_reference, first_line, merge_adapte
 from extractors.layers import LayerSpan
 from featkit.errors import FeatkitError, MissingWeightsError, UnknownNameError
 
-__all__ = ["DEFAULT_INSTRUCTION", "HFFamily", "HFVLMExtractor", "KNOWN_SPECS", "last_token_index",
-           "load_hf_vlm", "positions_from_mask", "square_crop"]
+__all__ = ["DEFAULT_INSTRUCTION", "HFFamily", "HFVLMExtractor", "KNOWN_SPECS", "architectures",
+           "last_token_index", "load_hf_vlm", "positions_from_mask", "square_crop"]
 
 MIN_TRANSFORMERS = (5, 0)
 KINDS = ("visual", "cls", "aligned", "last_token")
@@ -256,6 +256,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def architectures() -> list[tuple[str, str]]:
+    """(description, transformers class) of every architecture ``hf:`` ids load, VLMs first."""
+    return ([(a.description, a.model_class) for a in ARCHITECTURES.values()]
+            + [(t.description, t.model_class) for t in TOWER_ARCHITECTURES.values()])
 
 
 def _check_transformers() -> None:

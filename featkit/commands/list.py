@@ -61,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
     print(format_table(rows, ["alias", "id", "kinds", "layers", "input", "weights", "offline", "options",
                               "notes"]))
+    from extractors.hf import architectures
+
+    print("\nhf architectures (any checkpoint of these loads as hf:<hub id or directory>):")
+    print(format_table([{"architecture": description, "transformers class": name}
+                        for description, name in architectures()],
+                       ["architecture", "transformers class"]))
     return 0
 
 
