@@ -162,3 +162,19 @@ def test_a_local_directory_spec_reads_its_layers(tmp_path):
     assert spec.layers == get_spec("test:tiny-llava").layers
     unknown = get_spec(f"hf:{tmp_path}")
     assert unknown.layers["last_token"].depth is None and "last_token@-3" in unknown.kinds
+
+
+def test_every_layer_goes_through_the_cache(tmp_path):
+    import featkit
+    from extractors import layer_features
+
+    kinds = layer_features("test:tiny-llava", "-1,1", ["visual", "last_token"])
+    assert kinds == ["visual", "last_token", "cls@-1", "cls@1", "patch_mean@-1", "patch_mean@1",
+                     "last_token@-1", "last_token@1"]
+    featkit.extract("test:tiny-llava", "digits", splits=["val"], features=kinds, cache_dir=tmp_path,
+                    progress=False, num_workers=0, batch_size=64)
+    last = featkit.load("test:tiny-llava", "digits", "val", "last_token", cache_dir=tmp_path)
+    last_layer = featkit.load("test:tiny-llava", "digits", "val", "last_token@-1", cache_dir=tmp_path)
+    assert last.features.shape == (136, 48)
+    assert float(abs(last.features - last_layer.features).max()) <= 1e-5
+    assert featkit.load("test:tiny-llava", "digits", "val", "cls@1", cache_dir=tmp_path).features.shape == (136, 32)
