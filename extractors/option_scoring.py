@@ -78,16 +78,21 @@ class OptionScorer:
                                                       tokenize=False)
         return f"{self.extractor.image_token}\n{text}\n{ANSWER_CUE}"
 
-    def option_ids(self, prompt: str, option: str) -> list[int]:
-        """The tokens of ``option`` as the answer after ``prompt``."""
+    def option_ids(self, prompt: str, options: Sequence[str]) -> list[list[int]]:
+        """The tokens of each option as the answer after ``prompt`` (one tokenizer call for
+        all options)."""
         context = self.tokenizer(prompt)["input_ids"]
-        whole = self.tokenizer(f"{prompt} {option}")["input_ids"]
-        if whole[:len(context)] == context and len(whole) > len(context):
-            return list(whole[len(context):])
-        ids = self.tokenizer(f" {option}", add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise FeatkitError(f"option {option!r} has no tokens")
-        return list(ids)
+        wholes = self.tokenizer([f"{prompt} {option}" for option in options])["input_ids"]
+        out = []
+        for option, whole in zip(options, wholes):
+            if whole[:len(context)] == context and len(whole) > len(context):
+                out.append(list(whole[len(context):]))
+                continue
+            ids = self.tokenizer(f" {option}", add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise FeatkitError(f"option {option!r} has no tokens")
+            out.append(list(ids))
+        return out
 
     def prefix_inputs(self, image: Image.Image, prompt: str):
         """The processor's tensors for one image and its prompt (on the model's device)."""
@@ -105,35 +110,51 @@ class OptionScorer:
 
     def score(self, image: Image.Image, text: str, options: Sequence[str], *,
               padding_side: str = "right") -> OptionScores:
-        """Every option's log-likelihood after the image and question, the prefix run once.
+        """Every option's log-likelihood after the image and question, the prefix run once."""
+        return self.score_batch([(image, text, options)], padding_side=padding_side)[0]
 
-        The options run through the base model on the repeated prefix cache; the LM head is
-        applied only where a next option token is predicted (no logits for padding)."""
+    def score_batch(self, questions: Sequence[tuple[Image.Image, str, Sequence[str]]], *,
+                    padding_side: str = "right") -> list[OptionScores]:
+        """:meth:`score` of several questions, their prefixes in one (left-padded) forward and
+        all their options in another.
+
+        Each prefix's KV cache is repeated for its options, which run through the base model
+        on it; the LM head is applied only where a next option token is predicted."""
         import torch
 
-        prompt = self.prompt(text)
-        inputs = self.prefix_inputs(image, prompt)
-        ids = [self.option_ids(prompt, option) for option in options]
-        k = len(ids)
+        prompts = [self.prompt(text) for _, text, _ in questions]
+        prefix = _stack_left([self.prefix_inputs(image, prompt)
+                              for (image, _, _), prompt in zip(questions, prompts)], self.pad_id)
+        ids = [self.option_ids(prompt, options) for prompt, (_, _, options) in
+               zip(prompts, questions)]
+        owner = torch.tensor([q for q, rows in enumerate(ids) for _ in rows], device=self.device)
+        flat = [row for rows in ids for row in rows]
         with torch.inference_mode():
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            if not self.qwen:  # left padding: positions count real tokens only
+                prefix["position_ids"] = (prefix["attention_mask"].long().cumsum(1) - 1).clamp(min=0)
+            out = self.model(**prefix, use_cache=True, logits_to_keep=1)
             cache = out["cache"] if "cache" in out else out["past_key_values"]
-            cache.batch_repeat_interleave(k)
-            tokens, mask = _pad(ids, self.pad_id, padding_side, self.device)
-            length = inputs["input_ids"].shape[1]
-            positions = (self._next_positions(inputs) + mask.long().cumsum(dim=1) - 1).clamp(min=0)
+            cache.batch_select_indices(owner)
+            tokens, mask = _pad(flat, self.pad_id, padding_side, self.device)
+            positions = (self._next_positions(prefix)[owner] + mask.long().cumsum(dim=1) - 1
+                         ).clamp(min=0)
             if self.qwen:
                 positions = positions.unsqueeze(0).expand(3, -1, -1)
-            full_mask = torch.cat([inputs["attention_mask"].expand(k, length), mask.long()], dim=1)
+            full_mask = torch.cat([prefix["attention_mask"][owner], mask.long()], dim=1)
             hidden = self.extractor.base(input_ids=tokens, attention_mask=full_mask,
                                          position_ids=positions, use_cache=True,
                                          **{self._cache_argument: cache}).last_hidden_state
-            logprob = _option_logprobs(out.logits[0, -1], hidden, tokens, mask,
+            logprob = _option_logprobs(out.logits[owner, -1], hidden, tokens, mask,
                                        self.model.get_output_embeddings())
-        return OptionScores(logprob, np.array([len(i) for i in ids]))
+        results, start = [], 0
+        for rows in ids:
+            results.append(OptionScores(logprob[start:start + len(rows)],
+                                        np.array([len(r) for r in rows])))
+            start += len(rows)
+        return results
 
     def _next_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The position of the first token after the prefix (M-RoPE's text position for
+        """The position of the first token after each prefix (M-RoPE's text position for
         Qwen2-VL, whose image tokens use fewer positions than they have tokens)."""
         import torch
 
@@ -152,8 +173,8 @@ class OptionScorer:
         inputs = self.prefix_inputs(image, prompt)
         logprobs, counts = [], []
         with torch.inference_mode():
-            for option in options:
-                ids = torch.tensor([self.option_ids(prompt, option)], device=self.device)
+            for option_ids in self.option_ids(prompt, options):
+                ids = torch.tensor([option_ids], device=self.device)
                 full = dict(inputs)
                 full["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
                 full["attention_mask"] = torch.ones_like(full["input_ids"])
@@ -166,6 +187,25 @@ class OptionScorer:
                 logprobs.append(float(picked.double().sum()))
                 counts.append(ids.shape[1])
         return OptionScores(np.array(logprobs), np.array(counts))
+
+
+def _stack_left(inputs: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """One question's processor tensors, or several stacked: token rows left-padded (so every
+    prefix ends in the last column), pixels stacked (Qwen2-VL's patches concatenated)."""
+    import torch
+
+    if len(inputs) == 1:
+        return dict(inputs[0])
+    width = max(x["input_ids"].shape[1] for x in inputs)
+    out: dict[str, Any] = {}
+    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+        if key in inputs[0]:
+            out[key] = torch.cat([torch.nn.functional.pad(x[key], (width - x[key].shape[1], 0),
+                                                          value=fill) for x in inputs])
+    for key in ("pixel_values", "image_grid_thw"):
+        if key in inputs[0]:
+            out[key] = torch.cat([x[key] for x in inputs])
+    return out
 
 
 def _pad(ids: Sequence[Sequence[int]], pad_id: int, side: str, device: str):
@@ -186,16 +226,16 @@ def _pad(ids: Sequence[Sequence[int]], pad_id: int, side: str, device: str):
 
 def _option_logprobs(prefix_logits: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
                      mask: torch.Tensor, head: torch.nn.Module) -> np.ndarray:
-    """Summed log-probabilities of each row's real tokens: the first one predicted by the
-    prefix's last position (``prefix_logits``), each next one by the LM ``head`` at the row's
-    previous real token (``hidden``: the base model's states of the option tokens)."""
+    """Summed log-probabilities of each row's real tokens: the first one predicted by its
+    prefix's last position (``prefix_logits``, one row per option), each next one by the LM
+    ``head`` at the row's previous real token (``hidden``: the option tokens' base states)."""
     import torch
 
     rows = mask.nonzero()[:, 0]  # real tokens in row-major order, so a row's previous real
     targets = tokens[mask]  # token is the previous entry unless it starts the row
     starts = torch.ones_like(rows, dtype=torch.bool)
     starts[1:] = rows[1:] != rows[:-1]
-    first = torch.log_softmax(prefix_logits.float(), dim=-1)[targets[starts]]
+    first = torch.log_softmax(prefix_logits.float(), dim=-1)[rows[starts], targets[starts]]
     following = (~starts).nonzero()[:, 0]
     logits = head(hidden[mask][following - 1]).float()
     picked = logits.gather(1, targets[following, None]).squeeze(1) - torch.logsumexp(logits, -1)

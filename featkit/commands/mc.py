@@ -104,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        f"(default: {s.length_norm})")
     score.add_argument("--templates", default=s.templates,
                        help=f"similarity: prompt templates of the options (default: {s.templates})")
+    score.add_argument("--batch-size", type=positive_int, default=s.batch_size,
+                       help=f"likelihood: questions whose image + question prefixes run in one "
+                       f"forward (default: {s.batch_size})")
     score.add_argument("--weights", default=None, help="local weights file or directory")
     score.add_argument("--adapter", default=None, help="peft adapter directory")
     score.add_argument("--device", type=device, default=None,
@@ -162,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     settings = mc.ScoreSettings(method=args.method, target=args.target,
                                 length_norm=args.length_norm, templates=args.templates,
-                                device=args.device, precision=args.precision)
+                                device=args.device, precision=args.precision,
+                                batch_size=args.batch_size)
     scored = mc.score(args.model, args.questions, settings, weights=args.weights,
                       adapter=args.adapter, cache_dir=args.cache_dir,
                       progress=not args.no_progress)

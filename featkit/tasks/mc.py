@@ -83,7 +83,7 @@ class ScoreSettings:
     """``method``: ``similarity`` (image-text cosine), ``likelihood`` (a VLM's option
     log-likelihood) or ``auto`` (likelihood for generative VLMs); ``target``: score each
     option's text or its letter; ``length_norm``: ``token`` divides a likelihood by the
-    option's token count."""
+    option's token count; ``batch_size``: questions whose prefixes run in one forward."""
 
     method: str = "auto"
     target: str = "option"
@@ -91,8 +91,10 @@ class ScoreSettings:
     templates: str = "simple"
     device: str | None = None
     precision: str = "fp32"
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
+        check_positive_int("mc score", "--batch-size", self.batch_size)
         check_choice("mc score", "--method", self.method, METHODS)
         check_choice("mc score", "--score", self.target, TARGETS)
         check_choice("mc score", "--length-norm", self.length_norm, LENGTH_NORMS)
@@ -446,7 +448,8 @@ def _likelihood_scores(model, questions, folder: Path, settings: ScoreSettings, 
                                precision=settings.precision if device != "cpu" else "fp32")
     scorer = OptionScorer(extractor)
     scores, counts = [], []
-    for q in tqdm(questions, desc="questions", unit="q", disable=not progress, leave=False):
+
+    def item(q: dict[str, Any]):
         path = Path(q["image_path"])
         path = path if path.is_absolute() else folder / path
         try:
@@ -455,9 +458,16 @@ def _likelihood_scores(model, questions, folder: Path, settings: ScoreSettings, 
             raise FeatkitError(f"question {q.get('question_id')}: cannot read {path} ({err})") from None
         targets = (list(q["options"]) if settings.target == "option"
                    else list(LETTERS[:len(q["options"])]))
-        result = scorer.score(image, q["prompt"], targets)
-        scores.append(result.scores(settings.length_norm).tolist())
-        counts.append(result.n_tokens.tolist())
+        return image, q["prompt"], targets
+
+    with tqdm(total=len(questions), desc="questions", unit="q", disable=not progress,
+              leave=False) as bar:
+        for start in range(0, len(questions), settings.batch_size):
+            chunk = questions[start:start + settings.batch_size]
+            for result in scorer.score_batch([item(q) for q in chunk]):
+                scores.append(result.scores(settings.length_norm).tolist())
+                counts.append(result.n_tokens.tolist())
+            bar.update(len(chunk))
     prov = {"model_id": extractor.spec.name, "weights": extractor.weights_identity,
             "adapter": extractor.adapter_identity,
             "prompt_format": "chat template" if scorer.processor.chat_template

@@ -45,10 +45,22 @@ def test_left_and_right_padding_give_the_same_scores(scorer):
     np.testing.assert_allclose(right.scores("token"), right.logprob / right.n_tokens)
 
 
+def test_questions_batched_together_score_as_one_by_one(scorer):
+    """Prefixes of different lengths left-padded into one forward, 5 and 3 options."""
+    questions = [(_image(4), QUESTION, OPTIONS), (_image(5), "Which digit? A. 1 B. 22 C. 3",
+                                                 ["1", "22", "3"]),
+                 (_image(6), QUESTION + " Be brief.", OPTIONS[::-1])]
+    batched = scorer.score_batch(questions)
+    for question, result in zip(questions, batched):
+        alone = scorer.score_naive(*question)
+        np.testing.assert_allclose(result.logprob, alone.logprob, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(result.n_tokens, alone.n_tokens)
+
+
 def test_option_tokens_follow_the_prompt(scorer):
     prompt = scorer.prompt(QUESTION)
     assert prompt.startswith(scorer.extractor.image_token) and prompt.endswith("Answer:")
-    ids = scorer.option_ids(prompt, "seven")
+    ids, = scorer.option_ids(prompt, ["seven"])
     whole = scorer.tokenizer(f"{prompt} seven")["input_ids"]
     assert whole[-len(ids):] == ids  # the joint tokenization, prompt tokens removed
     assert scorer.tokenizer.decode(ids).replace(" ", "") == "seven"
