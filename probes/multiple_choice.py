@@ -173,7 +173,8 @@ def build_questions(
 @dataclass(frozen=True)
 class MultipleChoiceResult:
     """Accuracy and mean per-class accuracy (fractions); ``predictions``: the chosen option of
-    each question; ``chance``: the expected accuracy of guessing."""
+    each question; ``chance``: the expected accuracy of guessing. In a record the accuracy is
+    ``top1`` (the top-scored option is the answer), as for every classifier."""
 
     accuracy: float
     mean_per_class: float
@@ -184,7 +185,7 @@ class MultipleChoiceResult:
     correct: np.ndarray
 
     def metrics(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "mean_per_class": self.mean_per_class,
+        return {"top1": self.accuracy, "mean_per_class": self.mean_per_class,
                 "chance": self.chance}
 
 

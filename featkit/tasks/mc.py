@@ -31,8 +31,8 @@ from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice, check_device, check_positive_int
 
 INFO = register(TaskInfo(
-    name="multiple_choice", title="multiple choice", headline=("accuracy",),
-    columns=("accuracy", "mean_per_class", "chance"), module=__name__,
+    name="mc", title="multiple choice", headline=("top1",),
+    columns=("top1", "mean_per_class", "chance"), module=__name__,
 ))
 SOURCES = ("clip", "visual", "hierarchy", "random")
 METHODS = ("auto", "similarity", "likelihood")
@@ -41,6 +41,10 @@ LENGTH_NORMS = ("none", "token")
 PRECISIONS = ("fp32", "fp16", "bf16")
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 QUESTION = "What type of {noun} is shown in the image?"
+#: Seed 002's distractors: the hardest negatives of a zero-shot OpenCLIP ViT-L/14 (LAION-2B)
+SEED_DISTRACTORS = "clip:open_clip:ViT-L-14:laion2b_s32b_b82k"
+#: where :func:`run` keeps the question sets it builds, under the cache root
+QUESTIONS_FOLDER = "_mc"
 
 
 def parse_distractors(text: str) -> tuple[str, str | None]:
@@ -311,6 +315,76 @@ def read_questions(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not rows:
         raise FeatkitError(f"--questions {path}: no questions")
     return rows
+
+
+# --------------------------------------------------------------------------- a suite's cell
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole experiment for one model and dataset (suites, the Python API): build the
+    question set (kept under ``<cache>/_mc/``, so every model answers the same questions) when
+    it is not there, then score the model on it. The fields are those of :class:`BuildSettings`
+    and :class:`ScoreSettings`; ``distractors`` defaults to seed 002's recipe."""
+
+    choices: int = 5
+    distractors: str = SEED_DISTRACTORS
+    seed: int = 0
+    split: str = "test"
+    limit: int | None = None
+    templates: str = "simple"
+    class_names: str | None = None
+    method: str = "auto"
+    target: str = "option"
+    length_norm: str = "none"
+    device: str | None = None
+    precision: str = "fp32"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.build_settings()
+        self.score_settings()
+
+    def build_settings(self) -> BuildSettings:
+        return BuildSettings(choices=self.choices, distractors=self.distractors, seed=self.seed,
+                             split=self.split, limit=self.limit, templates=self.templates,
+                             class_names=self.class_names, device=self.device)
+
+    def score_settings(self) -> ScoreSettings:
+        return ScoreSettings(method=self.method, target=self.target,
+                             length_norm=self.length_norm, templates=self.templates,
+                             device=self.device, precision=self.precision,
+                             batch_size=self.batch_size)
+
+
+def questions_path(dataset: str, settings: Settings, cache_dir=None) -> Path:
+    """Where :func:`run` keeps the question set of these build settings."""
+    from featkit.cache import cache_root, slug
+
+    limit = f"-n{settings.limit}" if settings.limit else ""
+    names = f"-{slug(Path(settings.class_names).stem)}" if settings.class_names else ""
+    name = (f"{settings.split}-{slug(settings.distractors)}-k{settings.choices}-s{settings.seed}"
+            f"{limit}{names}.jsonl")
+    return cache_root(cache_dir) / QUESTIONS_FOLDER / dataset / name
+
+
+def run(source, dataset: str, settings: Settings | None = None, *, progress: bool = True
+        ) -> Scored:
+    """Score ``source.model`` on ``dataset``'s question set (built first when missing, from the
+    data its cached features were extracted from); the predictions go beside the questions."""
+    from featkit.cache import slug
+
+    settings = settings or Settings()
+    path = questions_path(dataset, settings, source.cache_dir)
+    if not path.is_file():
+        fs = source.load(dataset, settings.split)
+        build(dataset, path, settings.build_settings(), data_root=fs.meta.get("data_root"),
+              cache_dir=source.cache_dir, progress=progress)
+    scored = score(source.model, path, settings.score_settings(), weights=source.weights,
+                   adapter=source.adapter, cache_dir=source.cache_dir, progress=progress)
+    predictions = path.with_name(f"{path.stem}.{slug(scored.record['model'])}.predictions.jsonl")
+    scored.record["predictions_file"] = str(write_jsonl(scored.predictions, predictions))
+    return scored
 
 
 # --------------------------------------------------------------------------- scoring

@@ -74,7 +74,8 @@ def test_the_distractor_model_scores_its_zero_shot_top1(clip_questions, digits_c
                       cache_dir=digits_cache, progress=False)
     record, = zeroshot.run(FeatureSource("test:tiny-clip", "aligned", cache_dir=digits_cache),
                            ["digits"], progress=False)
-    assert scored.record["metrics"]["accuracy"] == pytest.approx(record["metrics"]["top1"])
+    assert scored.record["metrics"]["top1"] == pytest.approx(record["metrics"]["top1"])
+    assert scored.record["task"] == "mc"
     assert scored.record["settings"]["method"] == "similarity"
     assert scored.record["metrics"]["chance"] == pytest.approx(0.2)
 
@@ -129,3 +130,22 @@ def test_random_hierarchy_and_visual_sources(digits_cache, tmp_path):
 
     assert without_paths(_rows(again)) == without_paths(built["random"])  # the seed fixes it
     assert built["visual"][0]["distractors"] == "visual:pixels:8"
+
+
+def test_run_builds_the_question_set_once_for_every_model(digits_cache):
+    """The suite/API entry point: the set goes under the cache; the next model (a VLM, by
+    likelihood) answers the same questions without rebuilding them."""
+    from pathlib import Path
+
+    settings = mc.Settings(distractors="clip:test:tiny-clip", limit=12)
+    clip = mc.run(FeatureSource("test:tiny-clip", "aligned", cache_dir=digits_cache), "digits",
+                  settings, progress=False)
+    path = mc.questions_path("digits", settings, digits_cache)
+    assert path.is_file() and path.parent == digits_cache / "_mc" / "digits"
+    stamp = path.stat().st_mtime_ns
+    vlm = mc.run(FeatureSource("test:tiny-llava", "last_token", cache_dir=digits_cache),
+                 "digits", settings, progress=False)
+    assert path.stat().st_mtime_ns == stamp
+    assert vlm.record["settings"]["method"] == "likelihood"
+    assert clip.record["counts"]["questions"] == vlm.record["counts"]["questions"] == 12
+    assert Path(vlm.record["predictions_file"]).is_file()
