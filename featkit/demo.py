@@ -46,10 +46,12 @@ def _cli(ctx: DemoContext, *args: str) -> None:
 
 def step_suite(ctx: DemoContext) -> None:
     """The tiny offline suite (``featkit/suites/tiny.toml``): extraction of both models, then
-    retrieval, linear probes, the kNN probe and the PGD sweep; cells done before are skipped."""
+    retrieval, linear probes, the kNN probe, the PGD sweep and FG-BMK's protocol; cells done
+    before are skipped."""
     say(f"suite 'tiny': extract {', '.join(MODELS)} on {DATASET}, then retrieval (leave-one-out "
         f"mAP), linear probes (C chosen on val, refit, scored once on test), kNN (DINOv2 "
-        f"protocol) on test:tiny-clip aligned features and PGD on its visual features")
+        f"protocol) on test:tiny-clip aligned features, PGD on its visual features, and "
+        f"FG-BMK's protocol (--protocol fgbmk) on its last class tokens")
     _cli(ctx, "run", "tiny", "--out", str(ctx.out), "--no-report")
 
 
