@@ -30,6 +30,9 @@ from featkit import plots
 from featkit.errors import FeatkitError
 from featkit.reporting.collect import Entry, collect_results
 from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
+from featkit.reporting.encoders import CSV as ENCODERS_CSV
+from featkit.reporting.encoders import FIGURE as ENCODERS_FIGURE
+from featkit.reporting.encoders import encoder_figure, encoder_frame, encoder_section
 from featkit.reporting.frames import (
     curves_for_plot,
     depth_frame,
@@ -82,6 +85,8 @@ class Report:
     expected: pd.DataFrame | None = None
     #: accuracy-vs-depth curves of ``layer_probe`` records (empty without them)
     depth: pd.DataFrame | None = None
+    #: zero-shot and multiple-choice top-1 next to the linear probe's (seed 002 Fig. 3)
+    encoders: pd.DataFrame | None = None
 
     def markdown(self) -> str:
         """The whole report as Markdown (what ``report.md`` holds)."""
@@ -99,7 +104,8 @@ class Report:
             written["sweeps.csv"] = _write_csv(self.sweeps, out / "sweeps.csv")
         if len(self.merged):
             written["merged.csv"] = _write_csv(self.merged, out / "merged.csv")
-        for name, table in (("protocols.csv", self.protocols), ("expected.csv", self.expected)):
+        for name, table in (("protocols.csv", self.protocols), ("expected.csv", self.expected),
+                            (ENCODERS_CSV, self.encoders)):
             if table is not None and len(table):
                 written[name] = _write_csv(table, out / name)
         if self.depth is not None and len(self.depth):
@@ -199,6 +205,8 @@ def report(
     )
     for task, metric in sorted(dict.fromkeys(zip(frame["task"], frame["metric"]))):
         rep.tables[f"{task}/{metric}"] = metric_table(frame, task, metric)
+    rep.encoders, encoder_notes = encoder_frame(frame)
+    rep.notes += encoder_notes
     clashes = label_records(entries)[1]
     if clashes:
         rep.notes.append(
@@ -213,6 +221,8 @@ def report(
     _add_merged_and_perturbed(rep, figures)
     if figures and len(rep.depth):
         rep.figures["accuracy_vs_depth"] = plots.accuracy_vs_depth(rep.depth)
+    if figures and len(rep.encoders):
+        rep.figures[ENCODERS_FIGURE] = encoder_figure(rep.encoders)
     if out is not None:
         rep.write(out, dpi=dpi)
     return rep
@@ -397,6 +407,8 @@ def render_markdown(rep: Report) -> str:
             table = part.pivot_table(index="system", columns="layer", values="top1", sort=False)
             table = table.reindex(columns=sorted(table.columns))
             lines += [f"{panel}, top-1 by layer:", "", markdown_table(table, index_name="system"), ""]
+    if rep.encoders is not None:
+        lines += encoder_section(rep.encoders)
     lines += _comparison_sections(rep)
     for key, test in rep.statistics.items():
         lines += [f"## Rank test: {key}", "", test.summary().replace("chi2", "χ²") + ".", ""]
