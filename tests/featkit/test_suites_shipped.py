@@ -9,6 +9,22 @@ import pytest
 
 from featkit.suite import build_plan, load_suite, shipped_suites
 
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Suites register their dataset aliases (fgbmk-cub, ...) in the process's dataset
+    registry; other tests list that registry, so each test here leaves it as it found it."""
+    import featkit.datasets as datasets
+
+    datasets.list_datasets()
+    readers, descriptions = dict(datasets._READERS), dict(datasets._DESCRIPTIONS)
+    yield
+    datasets._READERS.clear()
+    datasets._READERS.update(readers)
+    datasets._DESCRIPTIONS.clear()
+    datasets._DESCRIPTIONS.update(descriptions)
+
+
 FGBMK_DATASETS = {"wine", "deepfashion", "skincon", "flowers102", "food101", "aircraft",
                   "stanforddog", "stanfordcar", "cub", "vegfru", "products10k", "inat2021"}
 
