@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,6 +266,34 @@ def read_shard(parts: Path, index: int) -> Shard | None:
         return None
 
 
+def read_shard_rows(parts: Path, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished shard's ``(positions, skipped)`` without its features, or None."""
+    path = shard_path(parts, index)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return data["positions"], data["skipped"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def read_shard_kind(parts: Path, index: int, kind: str) -> np.ndarray:
+    """One kind's features of one finished shard (npz members load one at a time)."""
+    with np.load(shard_path(parts, index)) as data:
+        return data[f"kind/{kind}"]
+
+
+@dataclass(frozen=True)
+class StreamedColumn:
+    """One kind's ``rows x dim`` features handed to :func:`write_final` as blocks (a shard at
+    a time), so assembling a file holds one block in memory, not every kind of every shard."""
+
+    rows: int
+    dim: int
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+
 def shard_kinds(parts: Path, index: int) -> set[str] | None:
     path = shard_path(parts, index)
     if not path.exists():
@@ -378,19 +406,39 @@ class _StopAtFirstError(io.RawIOBase):
         super().close()
 
 
-def _checksummed(parent, name: str, data: np.ndarray) -> None:
+def _checksummed(parent, name: str, data: np.ndarray | StreamedColumn) -> None:
     """A numeric dataset in row chunks of about :data:`CHUNK_BYTES`, each with HDF5's
-    fletcher32 checksum, so flipped bytes fail the read instead of reaching a probe."""
-    row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
-    rows = max(1, min(len(data), CHUNK_BYTES // row_bytes))
-    if 0 in data.shape[1:]:
-        parent.create_dataset(name, data=data, track_times=False)  # nothing to checksum
+    fletcher32 checksum, so flipped bytes fail the read instead of reaching a probe. A
+    :class:`StreamedColumn` is written block by block."""
+    if isinstance(data, StreamedColumn):
+        shape, dtype = (data.rows, data.dim), np.dtype(np.float32)
+    else:
+        shape, dtype = data.shape, data.dtype
+    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+    rows = max(1, min(shape[0], CHUNK_BYTES // row_bytes))
+    if 0 in shape[1:] or (isinstance(data, StreamedColumn) and shape[0] == 0):
+        empty = np.zeros(shape, dtype) if isinstance(data, StreamedColumn) else data
+        parent.create_dataset(name, data=empty, track_times=False)  # nothing to checksum
         return
-    parent.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]),
-                          maxshape=(None, *data.shape[1:]), fletcher32=True, track_times=False)
+    if not isinstance(data, StreamedColumn):
+        parent.create_dataset(name, data=data, chunks=(rows, *shape[1:]),
+                              maxshape=(None, *shape[1:]), fletcher32=True, track_times=False)
+        return
+    dataset = parent.create_dataset(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
+                                    maxshape=(None, *shape[1:]), fletcher32=True,
+                                    track_times=False)
+    start = 0
+    for block in data.blocks():
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        dataset[start:start + len(block)] = block
+        start += len(block)
+    if start != shape[0]:
+        raise FeatkitError(f"{name}: the shards hold {start} rows, expected {shape[0]}; rerun "
+                           f"with --overwrite")
 
 
-def _fill(handle, target: _StopAtFirstError, arrays: Mapping[str, np.ndarray], labels,
+def _fill(handle, target: _StopAtFirstError, arrays: Mapping[str, np.ndarray | StreamedColumn],
+          labels,
           sample_ids: Sequence[str], class_names: Sequence[str], attrs: Mapping[str, Any]) -> None:
     """Write the datasets and attributes, stopping after the first step whose write failed (no
     room): the file is then only closed."""
@@ -416,7 +464,7 @@ def _fill(handle, target: _StopAtFirstError, arrays: Mapping[str, np.ndarray], l
 def write_final(
     path: Path,
     *,
-    features: Mapping[str, np.ndarray],
+    features: Mapping[str, np.ndarray | StreamedColumn],
     labels: np.ndarray,
     sample_ids: Sequence[str],
     class_names: Sequence[str],
@@ -428,8 +476,11 @@ def write_final(
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {kind: np.ascontiguousarray(features[kind], dtype=np.float32) for kind in sorted(features)}
-    needed = sum(a.nbytes for a in arrays.values()) + 8 * len(labels)
+    arrays = {kind: features[kind] if isinstance(features[kind], StreamedColumn)
+              else np.ascontiguousarray(features[kind], dtype=np.float32)
+              for kind in sorted(features)}
+    needed = sum(4 * a.rows * a.dim if isinstance(a, StreamedColumn) else a.nbytes
+                 for a in arrays.values()) + 8 * len(labels)
     with contextlib.suppress(OSError):
         if shutil.disk_usage(path.parent).free < needed:
             raise _disk_full(OSError(errno.ENOSPC, "no space"), path)

@@ -8,6 +8,7 @@ run would, and the assembled file is identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ from featkit._device import resolve_device
 from featkit.cache import (
     CacheKey,
     Shard,
+    StreamedColumn,
     base_attrs,
     cache_root,
     check_file,
@@ -33,7 +35,8 @@ from featkit.cache import (
     parts_dir,
     read_attrs,
     read_parts_meta,
-    read_shard,
+    read_shard_kind,
+    read_shard_rows,
     samples_digest,
     shard_kinds,
     shard_path,
@@ -454,20 +457,24 @@ def _run_shards(extractor, ds, samples, kinds, todo, parts, *, n, shard_size, ba
 def _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, path, parts, *,
               n_shards, shard_size, batch_size, device, precision, skip_bad,
               contents=None) -> SplitSummary:
-    feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     positions: list[np.ndarray] = []
     skipped: list[np.ndarray] = []
     for index in range(n_shards):
-        shard = read_shard(parts, index)
-        if shard is None:
+        rows = read_shard_rows(parts, index)
+        if rows is None:
             raise FeatkitError(f"shard {index} of {path} is missing after extraction; rerun the same command")
-        for k in kinds:
-            feats[k].append(shard.features[k])
-        positions.append(shard.positions)
-        skipped.append(shard.skipped)
-    dims = {k: int(extractor.kinds.get(k) or (feats[k][0].shape[1] if feats[k] else 0)) for k in kinds}
+        positions.append(rows[0])
+        skipped.append(rows[1])
+    dims = {k: int(extractor.kinds.get(k) or (read_shard_kind(parts, 0, k).shape[1] if n_shards else 0))
+            for k in kinds}
     order = np.concatenate(positions) if positions else np.zeros(0, np.int64)
-    arrays = {k: (np.concatenate(v) if v else np.zeros((0, dims[k]), np.float32)) for k, v in feats.items()}
+
+    def blocks(kind: str) -> Iterator[np.ndarray]:
+        # one shard of one kind at a time: memory stays at a shard, whatever N and the kinds
+        for index in range(n_shards):
+            yield read_shard_kind(parts, index, kind)
+
+    arrays = {k: StreamedColumn(len(order), dims[k], functools.partial(blocks, k)) for k in kinds}
     skipped_pos = np.concatenate(skipped) if skipped else np.zeros(0, np.int64)
     expected = len(samples) - len(skipped_pos)
     if len(order) != expected or (len(order) and np.any(np.diff(order) <= 0)):
