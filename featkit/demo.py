@@ -1,8 +1,8 @@
 """The steps of ``featkit demo``, each printing what it did and where it wrote.
 
 The probes run as the tiny offline suite (``featkit run tiny``: every probe adds its task
-there), then the adaptation of a tiny VLM, then the report over everything, so the demo
-always shows the whole toolkit working offline.
+there), then zero-shot and multiple choice on the tiny models, the adaptation of a tiny VLM,
+and the report over everything, so the demo always shows the whole toolkit working offline.
 """
 
 from __future__ import annotations
@@ -55,6 +55,25 @@ def step_suite(ctx: DemoContext) -> None:
     _cli(ctx, "run", "tiny", "--out", str(ctx.out), "--no-report")
 
 
+def step_text(ctx: DemoContext) -> None:
+    """Zero-shot on test:tiny-clip's cached features (the suite extracted them), then 5-way
+    questions with its hardest zero-shot negatives, scored by the CLIP and by the tiny LLaVA."""
+    say(f"zero-shot: test:tiny-clip aligned features against its text tower's class prompts "
+        f"(CLIP's {DATASET} template) on {DATASET}/test")
+    _cli(ctx, "zeroshot", "--model", "test:tiny-clip", "--dataset", DATASET, "--templates",
+         "dataset", "--json", str(ctx.out / "zeroshot-tiny-clip.json"))
+    questions = ctx.out / "mc" / f"{DATASET}-clip.jsonl"
+    say("multiple choice: 5-way questions whose distractors are test:tiny-clip's 4 hardest "
+        "zero-shot negatives (seed 002's recipe), scored by the CLIP (image-option cosine) and "
+        "by the tiny LLaVA (option log-likelihood, image + question computed once per question)")
+    _cli(ctx, "mc", "build", "--dataset", DATASET, "--distractors", "clip:test:tiny-clip",
+         "--templates", "dataset", "--choices", "5", "--seed", "0", "--limit", "100", "--out",
+         str(questions))
+    for model in ("test:tiny-clip", "test:tiny-llava"):
+        _cli(ctx, "mc", "score", "--model", model, "--questions", str(questions), "--templates",
+             "dataset", "--json", str(ctx.out / f"mc-{_slug(model)}.json"))
+
+
 def step_adapt(ctx: DemoContext) -> None:
     from featkit.adapt import AdaptConfig, adapt, caption_pairs
     from featkit.datasets import open_dataset
@@ -90,6 +109,7 @@ def _slug(model: str) -> str:
 
 STEPS: list[Callable[[DemoContext], None]] = [
     step_suite,
+    step_text,
     step_adapt,
     step_report,
 ]
