@@ -325,7 +325,13 @@ def _load_open_clip(request: LoadRequest) -> TextTower:
     else:
         raise MissingWeightsError(f"{spec.name} names no pretrained tag, so its text tower needs "
                                   f"--weights PATH (an open_clip checkpoint of {name})")
-    text = build_open_clip_text(model_cfg, quick_gelu=spec.config["quick_gelu"])
+    try:
+        text = build_open_clip_text(model_cfg, quick_gelu=spec.config["quick_gelu"])
+    except OSError as err:  # a Hugging Face text encoder whose config is not cached
+        raise MissingWeightsError(
+            f"{spec.name}: its text encoder ({model_cfg['text_cfg'].get('hf_model_name')}) "
+            f"needs its Hugging Face config, not in the cache ({str(err).splitlines()[0]})"
+        ) from None
     load_text_state(text, read_text_state(path), str(path))
     tokenizer, tokenizer_identity = open_clip_tokenizer(name, model_cfg)
     return OpenClipTextTower(spec.name, text, tokenizer, weights_identity=identity,
