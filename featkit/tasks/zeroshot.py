@@ -84,12 +84,14 @@ def text_source(source: FeatureSource, s: Splits, settings: Settings) -> TextSou
 def dataset_text(source: FeatureSource, s: Splits, settings: Settings,
                  tower: Callable[[], TextTower], *, progress: bool = False) -> DatasetText:
     """Clean names, templates and class embeddings of one loaded dataset."""
-    from featkit.classnames import resolve_class_names, resolve_templates
+    from featkit.classnames import builtin_class_lists, resolve_class_names, resolve_templates
     from featkit.text_cache import class_embeddings
 
     raw = list(s.files[settings.split].class_names)  # before any label map
     names = resolve_class_names(s.dataset, raw, settings.class_names)
-    templates = resolve_templates(settings.templates, s.dataset)
+    # 'dataset' templates follow a built-in list named by --classnames (imagenet in a folder)
+    own = settings.class_names if settings.class_names in builtin_class_lists() else s.dataset
+    templates = resolve_templates(settings.templates, own)
     text = class_embeddings(text_source(source, s, settings), s.dataset, names.names, templates,
                             tower=tower, progress=progress)
     width = s.features[settings.split].shape[1]
