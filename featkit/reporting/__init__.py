@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from featkit.reporting.collect import RECORD_KEYS, Entry, collect_results
 from featkit.reporting.comparisons import collect_expected, expected_frame, protocol_frame
+from featkit.reporting.encoders import encoder_figure, encoder_frame, encoder_section
 from featkit.reporting.frames import (
     is_headline,
     label_records,
@@ -75,6 +76,9 @@ __all__ = [
     "collect_results",
     "critical_difference",
     "effective_robustness",
+    "encoder_figure",
+    "encoder_frame",
+    "encoder_section",
     "expected_frame",
     "figure_name",
     "fit_robustness_line",
