@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 ANSWER_CUE = "Answer:"
+#: architectures whose shared-prefix scores are tested equal to one forward per option
+#: (PaliGemma's prefix attention and BLIP-2's processor-placed image tokens are not handled)
+SUPPORTED = ("llava", "llava_next", "llava_onevision", "internvl", "idefics3", "qwen2_vl",
+             "qwen2_5_vl", "qwen3_vl")
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,19 @@ class OptionScorer:
     def __init__(self, extractor: AdaptableExtractor) -> None:
         if not isinstance(extractor, HFVLMExtractor):
             raise FeatkitError(f"{extractor.spec.name} is not a generative VLM; option "
-                               f"log-likelihoods need an hf LLaVA / Qwen2-VL model")
+                               f"log-likelihoods need an hf VLM (LLaVA, Qwen2-VL, ...)")
+        arch = extractor.arch
+        if arch.name not in SUPPORTED:
+            raise FeatkitError(
+                f"option log-likelihoods of {arch.title} models ({extractor.spec.name}) are not "
+                f"supported (checked against the one-forward-per-option loop: "
+                f"{', '.join(SUPPORTED)}); score it with --method similarity")
         self.extractor = extractor
         self.model = extractor.model
         self.processor = extractor.processor
         self.tokenizer = extractor.processor.tokenizer
         self.device = extractor.device
-        self.qwen = extractor.architecture == "qwen2_vl"
+        self.qwen = extractor.arch.mrope  # Qwen2-VL, 2.5-VL, 3-VL: M-RoPE text positions
         parameters = inspect.signature(self.model.forward).parameters
         # transformers 5 renamed past_key_values to cache (5.2x accepts both, warning on the old)
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
@@ -125,6 +135,9 @@ class OptionScorer:
         prompts = [self.prompt(text) for _, text, _ in questions]
         prefix = _stack_left([self.prefix_inputs(image, prompt)
                               for (image, _, _), prompt in zip(questions, prompts)], self.pad_id)
+        if prefix is None:  # images of different tile grids: one question at a time
+            return [result for q in questions for result in self.score_batch([q],
+                                                                            padding_side=padding_side)]
         ids = [self.option_ids(prompt, options) for prompt, (_, _, options) in
                zip(prompts, questions)]
         owner = torch.tensor([q for q, rows in enumerate(ids) for _ in rows], device=self.device)
@@ -189,22 +202,30 @@ class OptionScorer:
         return OptionScores(np.array(logprobs), np.array(counts))
 
 
-def _stack_left(inputs: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+#: processor outputs that run along the tokens (left-padded with this value when stacked)
+_TOKEN_INPUTS = {"attention_mask": 0, "mm_token_type_ids": 0}
+
+
+def _stack_left(inputs: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any] | None:
     """One question's processor tensors, or several stacked: token rows left-padded (so every
-    prefix ends in the last column), pixels stacked (Qwen2-VL's patches concatenated)."""
+    prefix ends in the last column), image tensors concatenated (Qwen's patches, tiles, image
+    sizes); None when the images' tensors differ in shape (any-resolution tiles)."""
     import torch
 
     if len(inputs) == 1:
         return dict(inputs[0])
     width = max(x["input_ids"].shape[1] for x in inputs)
     out: dict[str, Any] = {}
-    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("mm_token_type_ids", 0)):
-        if key in inputs[0]:
-            out[key] = torch.cat([torch.nn.functional.pad(x[key], (width - x[key].shape[1], 0),
-                                                          value=fill) for x in inputs])
-    for key in ("pixel_values", "image_grid_thw"):
-        if key in inputs[0]:
-            out[key] = torch.cat([x[key] for x in inputs])
+    for key in inputs[0]:
+        parts = [x[key] for x in inputs]
+        if key == "input_ids" or key in _TOKEN_INPUTS:
+            fill = pad_id if key == "input_ids" else _TOKEN_INPUTS[key]
+            out[key] = torch.cat([torch.nn.functional.pad(x, (width - x.shape[1], 0), value=fill)
+                                  for x in parts])
+        elif len({tuple(x.shape[1:]) for x in parts}) > 1:
+            return None
+        else:
+            out[key] = torch.cat(parts)
     return out
 
 

@@ -12,8 +12,9 @@ multiple-choice scoring.
   aligned with ``aligned``;
 - the VLMs (``hf:`` LLaVA / Qwen2-VL and the tiny ones): VLM2Vec last-token embeddings of the
   bare text (:meth:`extractors.base.TextEmbedder.embed_texts`), aligned with ``last_token``;
-- the tiny test models ``test:tiny-clip`` (the text tower of the same seeded CLIP whose visual
-  tower the image features come from), ``test:tiny-llava`` and ``test:tiny-qwen2vl``.
+- the tiny test models: ``test:tiny-clip`` (the text tower of the same seeded CLIP whose visual
+  tower the image features come from), the tiny VLMs, ``test:tiny-hf-clip`` and
+  ``test:tiny-siglip2``.
 
 Loaders are registered here per family (:func:`register_family`) and per model id
 (:func:`register_model`), so the family modules stay untouched. Every tower returns float32,
@@ -160,17 +161,18 @@ def text_families() -> list[str]:
 
 def image_kind(model: str, weights: str | os.PathLike | None = None) -> str:
     """The image feature kind ``model``'s text embeddings are compared with, without loading
-    it: ``aligned`` for the CLIP-style towers, ``last_token`` for the VLMs."""
+    it: ``aligned`` for the CLIP-style towers, ``last_token`` for the VLMs (an ``hf`` id whose
+    spec does not tell is looked up in its config)."""
     spec = get_spec(model)
     if spec.name in _MODEL_KINDS:
         return _MODEL_KINDS[spec.name]
-    if spec.family == "hf":
+    if spec.family == "hf" and any(dim is None for dim in spec.kinds.values()):
         from extractors.hf_weights import resolve_weights
 
         path, _, _ = resolve_weights(spec.name.partition(":")[2], str(weights) if weights else None,
                                      None, hash_weights=False)
         return "aligned" if _hf_model_type(path) in HF_TEXT_MODEL_TYPES else "last_token"
-    return "aligned"
+    return "last_token" if "last_token" in spec.kinds else "aligned"
 
 
 def load_text_tower(
@@ -497,5 +499,26 @@ def _load_hf(request: LoadRequest) -> TextTower:
     return _load_vlm(request)
 
 
-register_model("test:tiny-llava", "last_token")(_load_vlm)
-register_model("test:tiny-qwen2vl", "last_token")(_load_vlm)
+@register_family("test")
+def _load_tiny(request: LoadRequest) -> TextTower:
+    """The tiny test models with a text side: the VLMs (last-token texts) and the transformers
+    dual encoders (their text tower, from the same ``save_pretrained`` directory); the tiny
+    open_clip CLIP has its own loader above."""
+    from extractors.hf_weights import resolve_weights
+    from extractors.tiny import tiny_model_dir
+
+    spec = request.spec
+    if "last_token" in spec.kinds:
+        return _load_vlm(request)
+    try:
+        path, identity = tiny_model_dir(spec.name), "random:seed0"
+    except UnknownNameError:
+        raise UnknownNameError(f"{spec.name} has no text tower (tiny models with one: "
+                               f"test:tiny-clip, the tiny VLMs, test:tiny-hf-clip, "
+                               f"test:tiny-siglip2)") from None
+    if request.weights:
+        path, identity, _ = resolve_weights(spec.name, request.weights, None)
+    if _hf_model_type(path) not in HF_TEXT_MODEL_TYPES:
+        raise UnknownNameError(f"{spec.name} has no text tower")
+    return load_hf_text_tower(spec.name, path, weights_identity=identity, device=request.device,
+                              precision=request.precision)

@@ -17,9 +17,21 @@ QUESTION = ("What type of digit is shown in the image?\n"
             + "\nAnswer with the option's letter from the given choices directly.")
 
 
-@pytest.fixture(scope="module", params=["test:tiny-llava", "test:tiny-qwen2vl"])
+#: one tiny model of every architecture the scorer supports
+MODELS = ["test:tiny-llava", "test:tiny-qwen2vl", "test:tiny-llava-next",
+          "test:tiny-llava-onevision", "test:tiny-internvl", "test:tiny-idefics3",
+          "test:tiny-qwen2_5_vl", "test:tiny-qwen3_vl"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
 def scorer(request):
     return OptionScorer(load_extractor(request.param))
+
+
+def test_every_supported_architecture_is_tested():
+    from extractors.option_scoring import SUPPORTED
+
+    assert {load_extractor(m).arch.name for m in MODELS} == set(SUPPORTED)
 
 
 def _image(seed: int) -> Image.Image:
@@ -46,8 +58,10 @@ def test_left_and_right_padding_give_the_same_scores(scorer):
 
 
 def test_questions_batched_together_score_as_one_by_one(scorer):
-    """Prefixes of different lengths left-padded into one forward, 5 and 3 options."""
-    questions = [(_image(4), QUESTION, OPTIONS), (_image(5), "Which digit? A. 1 B. 22 C. 3",
+    """Prefixes of different lengths left-padded into one forward, 5 and 3 options (an image
+    of another shape: tiling models fall back to one question at a time)."""
+    wide = Image.fromarray(np.random.default_rng(7).integers(0, 256, (20, 64, 3), dtype=np.uint8))
+    questions = [(_image(4), QUESTION, OPTIONS), (wide, "Which digit? A. 1 B. 22 C. 3",
                                                  ["1", "22", "3"]),
                  (_image(6), QUESTION + " Be brief.", OPTIONS[::-1])]
     batched = scorer.score_batch(questions)
@@ -69,3 +83,5 @@ def test_option_tokens_follow_the_prompt(scorer):
 def test_models_without_a_language_model_are_refused():
     with pytest.raises(FeatkitError, match="not a generative VLM"):
         OptionScorer(load_extractor("test:tiny-clip"))
+    with pytest.raises(FeatkitError, match="PaliGemma models .* are not supported"):
+        OptionScorer(load_extractor("test:tiny-paligemma"))

@@ -129,3 +129,34 @@ def test_features_the_text_side_is_not_aligned_with_are_one_line_errors(digits_c
                  "visual", "--cache-dir", str(digits_cache), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "--features aligned" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hf_clip_zero_shot_equals_transformers_text_features(tmp_path):
+    """A transformers CLIP: the text side is the same checkpoint's get_text_features."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from extractors.tiny import tiny_model_dir
+    from featkit.extraction import extract
+
+    extract("test:tiny-hf-clip", "digits", splits=["test"], features=["aligned"],
+            cache_dir=tmp_path, progress=False, num_workers=0)
+    templates = ["{}", "a {}.", "the {} !"]  # within the tiny text tower's 16 positions
+    (tmp_path / "short.txt").write_text("\n".join(templates))
+    record, = zeroshot.run(FeatureSource("test:tiny-hf-clip", "aligned", cache_dir=tmp_path),
+                           ["digits"], zeroshot.Settings(templates=str(tmp_path / "short.txt")),
+                           progress=False)
+    path = tiny_model_dir("test:tiny-hf-clip")
+    model, tokenizer = CLIPModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():
+        classes = []
+        for digit in range(10):
+            tokens = tokenizer([t.replace("{}", str(digit)) for t in templates], padding=True,
+                               return_tensors="pt")
+            text = model.get_text_features(**tokens, return_dict=True).pooler_output
+            mean = torch.nn.functional.normalize(text, dim=-1).mean(dim=0)
+            classes.append(mean / mean.norm())
+    fs = FeatureSource("test:tiny-hf-clip", "aligned", cache_dir=tmp_path).load("digits", "test")
+    scores = fs.features @ torch.stack(classes).numpy().T
+    expected = score_classification(scores, fs.labels, [str(d) for d in range(10)])
+    assert record["metrics"] == pytest.approx(expected.metrics(), abs=1e-12)
+    assert record["provenance"]["text"]["tokenizer"]["tokenizer"]["padding"] == "longest"
