@@ -71,7 +71,7 @@ class OptionScorer:
         self.processor = extractor.processor
         self.tokenizer = extractor.processor.tokenizer
         self.device = extractor.device
-        self.qwen = extractor.arch.mrope  # Qwen2-VL, 2.5-VL, 3-VL: M-RoPE text positions
+        self.mrope = extractor.arch.mrope  # Qwen2-VL, 2.5-VL, 3-VL: multimodal RoPE positions
         parameters = inspect.signature(self.model.forward).parameters
         # transformers 5 renamed past_key_values to cache (5.2x accepts both, warning on the old)
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
@@ -143,7 +143,7 @@ class OptionScorer:
         owner = torch.tensor([q for q, rows in enumerate(ids) for _ in rows], device=self.device)
         flat = [row for rows in ids for row in rows]
         with torch.inference_mode():
-            if not self.qwen:  # left padding: positions count real tokens only
+            if not self.mrope:  # left padding: positions count real tokens only
                 prefix["position_ids"] = (prefix["attention_mask"].long().cumsum(1) - 1).clamp(min=0)
             out = self.model(**prefix, use_cache=True, logits_to_keep=1)
             cache = out["cache"] if "cache" in out else out["past_key_values"]
@@ -151,7 +151,7 @@ class OptionScorer:
             tokens, mask = _pad(flat, self.pad_id, padding_side, self.device)
             positions = (self._next_positions(prefix)[owner] + mask.long().cumsum(dim=1) - 1
                          ).clamp(min=0)
-            if self.qwen:
+            if self.mrope:
                 positions = positions.unsqueeze(0).expand(3, -1, -1)
             full_mask = torch.cat([prefix["attention_mask"][owner], mask.long()], dim=1)
             hidden = self.extractor.base(input_ids=tokens, attention_mask=full_mask,
@@ -171,7 +171,7 @@ class OptionScorer:
         Qwen2-VL, whose image tokens use fewer positions than they have tokens)."""
         import torch
 
-        if not self.qwen:
+        if not self.mrope:
             return inputs["attention_mask"].long().sum(dim=1, keepdim=True)
         rope, _ = self.model.model.get_rope_index(
             inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
