@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.featkit.test_cache import assert_same_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +35,7 @@ task = "retrieval"
 """
 
 
+@pytest.mark.slow  # two torchrun processes and a single-process run: ~25 s on 2 cores
 def test_two_ranks_share_the_extraction_and_rank_zero_runs_the_tasks(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     files = {}
