@@ -40,10 +40,15 @@ _MODULES = (
     "featkit.tasks.linear",
     "featkit.tasks.knn",
     "featkit.tasks.perturb",
-    "featkit.tasks.dg", "featkit.tasks.attributes", "featkit.tasks.taxonomy", "featkit.tasks.pairs",
+    "featkit.tasks.dg",
+    "featkit.tasks.attributes",
+    "featkit.tasks.taxonomy",
+    "featkit.tasks.pairs",
     "featkit.tasks.shift",
-    "featkit.tasks.zeroshot", "featkit.tasks.mc",
+    "featkit.tasks.zeroshot",
+    "featkit.tasks.mc",
     "featkit.tasks.layers",
+    "featkit.tasks.fgbmk",  # fgbmk_linear, fgbmk_retrieval, multilabel_probe
 )
 
 
