@@ -230,21 +230,26 @@ def _knn_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet
 
 def _zeroshot_scorer(source: FeatureSource, settings: Settings, reference: FeatureSet,
                      progress: bool) -> ZeroShotScorer:
+    """Class embeddings as the zero-shot task makes them (each prompt embedded by the model's
+    own text side and normalised, averaged over the templates, normalised: the CLIP formula),
+    cached with the text cache; CLIP-style towers and VLMs alike."""
+    from featkit.classnames import TemplateSet
     from featkit.datasets.imagenet import readable_names
-    from featkit.text import embed_texts
+    from featkit.text_cache import TextSource, class_embeddings
 
     names = readable_names(reference.class_names)
-    prompts = [t.format(name) for name in names for t in settings.templates]
-    vectors = embed_texts(source.model, prompts, weights=source.weights, adapter=source.adapter,
-                          device=settings.device or "auto", progress=progress)
-    if vectors.shape[1] != reference.features.shape[1]:
-        raise FeatkitError(f"zero-shot: {source.model}'s text embeddings are {vectors.shape[1]}-d "
-                           f"but the '{reference.kind}' image features are "
-                           f"{reference.features.shape[1]}-d; use --features in the text space "
-                           f"(e.g. last_token for the VLMs)")
-    mean = vectors.reshape(len(names), len(settings.templates), -1).mean(axis=1)
-    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-    return ZeroShotScorer(mean.astype(np.float32), settings.templates)
+    templates = TemplateSet("shift", tuple(settings.templates), "featkit shift --templates")
+    text = class_embeddings(
+        TextSource(source.model, weights=source.weights, adapter=source.adapter,
+                   cache_dir=source.cache_dir, device=settings.device,
+                   weights_identity=reference.meta.get("weights")),
+        settings.reference, names, templates, progress=progress)
+    if text.embeddings.shape[1] != reference.features.shape[1]:
+        raise FeatkitError(f"zero-shot: {source.model}'s text embeddings are "
+                           f"{text.embeddings.shape[1]}-d but the '{reference.kind}' image "
+                           f"features are {reference.features.shape[1]}-d; use --features in the "
+                           f"text space (e.g. aligned for CLIP, last_token for the VLMs)")
+    return ZeroShotScorer(text.embeddings.astype(np.float32), settings.templates)
 
 
 # --------------------------------------------------------------------------- scoring

@@ -134,8 +134,10 @@ def test_a_set_with_other_classes_is_refused(workspace):
 
 def test_zeroshot_embeds_each_class_name_in_every_template(workspace, monkeypatch):
     """The text side is faked: each prompt embeds as the mean train feature of the class it
-    names (zero for classes without images), so zero-shot should work like a class-mean probe."""
-    import featkit.text
+    names (zero for classes without images), so zero-shot should work like a class-mean probe.
+    The class embeddings go through the text cache as the zeroshot task makes them."""
+    import featkit.text_cache
+    from extractors.text_towers import TextTower
     from featkit.datasets.imagenet import readable_names
 
     source = workspace["source"]
@@ -145,19 +147,31 @@ def test_zeroshot_embeds_each_class_name_in_every_template(workspace, monkeypatc
              for c in np.unique(train.labels)}
     seen = []
 
-    def fake(model, prompts, **options):
-        seen.extend(prompts)
-        dim = train.features.shape[1]
-        return np.stack([means.get(p.split("|")[1], np.zeros(dim)) for p in prompts])
+    class FakeTower(TextTower):
+        model, image_kind, tokenizer = source.model, source.features, {"fake": "class means"}
+        weights_identity = train.meta["weights"]
 
-    monkeypatch.setattr(featkit.text, "embed_texts", fake)
+        def encode(self, texts, *, batch_size=None, progress=False):
+            seen.extend(texts)
+            dim = train.features.shape[1]
+            rows = np.stack([means.get(t.split("|")[1], np.ones(dim)) for t in texts])
+            return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+    class NarrowTower(FakeTower):
+        tokenizer = {"fake": "3-d"}
+
+        def encode(self, texts, *, batch_size=None, progress=False):
+            return np.full((len(texts), 3), 3 ** -0.5, np.float32)
+
+    monkeypatch.setattr(featkit.text_cache, "lazy_tower", lambda text_source: FakeTower)
     settings = shift.Settings(classifier="zeroshot", templates=("a |{}|.", "the |{}|"))
     (record,) = shift.run(source, ["imagenet-r"], settings, progress=False).records
     assert len(seen) == 2 * 1000 and seen[:2] == ["a |tench|.", "the |tench|"]
     assert record["settings"]["templates"] == ["a |{}|.", "the |{}|"]
     assert record["metrics"]["reference_top1"] > 0.5
-    monkeypatch.setattr(featkit.text, "embed_texts", lambda m, p, **o: np.ones((len(p), 3)))
+    monkeypatch.setattr(featkit.text_cache, "lazy_tower", lambda text_source: NarrowTower)
+    narrow = shift.Settings(classifier="zeroshot", templates=("an |{}|.",))  # not yet cached
     with pytest.raises(FeatkitError, match="text embeddings are 3-d"):
-        shift.run(source, ["imagenet-r"], settings, progress=False)
+        shift.run(source, ["imagenet-r"], narrow, progress=False)
     with pytest.raises(FeatkitError, match="needs a"):
         shift.Settings(classifier="zeroshot", templates=("no slot",))
