@@ -379,6 +379,9 @@ _TINY_VLMS: dict[str, tuple[str, int, tuple, tuple, bool, dict[str, int], dict[s
                  16, IMAGENET_MEAN, IMAGENET_STD, True, {}, {}),
     "idefics3": ("Idefics3 (SigLIP-style tower; a 32 px square: 2x2 tiles of 16 px + global "
                  "image; pixel-shuffle connector; Llama)", 32, SIGLIP_MEAN, SIGLIP_MEAN, False, {}, {}),
+    "smolvlm": ("SmolVLM (the Idefics3 layout: SigLIP-style tower; a 32 px square: 2x2 tiles of "
+                "16 px + global image; pixel-shuffle connector; Llama)", 32, SIGLIP_MEAN,
+                SIGLIP_MEAN, False, {}, {}),
     "paligemma": ("PaliGemma (SigLIP 16 px, linear projector, Gemma with prefix attention)", 16,
                   SIGLIP_MEAN, SIGLIP_MEAN, False, {}, {}),
     "blip2": ("BLIP-2 (EVA-style ViT 16 px, 1-layer Q-Former with 4 queries, language "

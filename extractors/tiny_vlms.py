@@ -464,6 +464,30 @@ def build_tiny_idefics3(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     return _save(_seeded(Idefics3ForConditionalGeneration, config, seed), processor, save_dir)
 
 
+def build_tiny_smolvlm(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny ``SmolVLMForConditionalGeneration``: the Idefics3 layout (SigLIP-style tower, 16 px,
+    patch 4; pixel-shuffle connector, scale 2; Llama LM); its processor (which needs
+    ``num2words``) splits a 32 px image into 2 x 2 tiles plus the global image."""
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+        SmolVLMVisionConfig,
+    )
+
+    vocab = _vocab([*IDEFICS3_SPECIALS, "<video>"], None)
+    config = _idefics3_parts(vocab, SmolVLMVisionConfig, SmolVLMConfig)
+    sizes = {"size": {"longest_edge": 32}, "max_image_size": {"longest_edge": 16}}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(**sizes, do_image_splitting=True),
+        tokenizer=_idefics3_tokenizer(vocab), video_processor=SmolVLMVideoProcessor(**sizes),
+        image_seq_len=4,
+    )
+    return _save(_seeded(SmolVLMForConditionalGeneration, config, seed), processor, save_dir)
+
+
 
 def build_tiny_paligemma(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """A tiny ``PaliGemmaForConditionalGeneration``: SigLIP tower (16 px, patch 4, no CLS, last

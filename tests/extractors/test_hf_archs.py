@@ -25,8 +25,8 @@ from featkit.errors import MissingWeightsError  # noqa: E402
 
 TOL = 1e-5
 MODELS = ["test:tiny-llava-next", "test:tiny-llava-onevision", "test:tiny-internvl",
-          "test:tiny-idefics3", "test:tiny-paligemma", "test:tiny-blip2", "test:tiny-qwen2_5_vl",
-          "test:tiny-qwen3_vl", "test:tiny-llava", "test:tiny-qwen2vl"]
+          "test:tiny-idefics3", "test:tiny-smolvlm", "test:tiny-paligemma", "test:tiny-blip2",
+          "test:tiny-qwen2_5_vl", "test:tiny-qwen3_vl", "test:tiny-llava", "test:tiny-qwen2vl"]
 _LOADED: dict = {}
 
 
@@ -52,6 +52,8 @@ def _processed(vlm, images, prompts=None, **kwargs):
     if vlm.square_crop_size:
         images = [square_crop(im, vlm.square_crop_size) for im in images]
     prompts = prompts or [vlm.prompt] * len(images)
+    if vlm.architecture == "smolvlm":  # its processor takes a list of images per prompt
+        images = [[image] for image in images]
     return vlm.processor(text=prompts, images=images, return_tensors="pt", **kwargs)
 
 
@@ -90,7 +92,7 @@ def _reference_visual_aligned(vlm, inputs) -> tuple[torch.Tensor, torch.Tensor]:
             tokens = out.last_hidden_state.reshape(n, -1, out.last_hidden_state.shape[-1])
             merged = out.pooler_output.reshape(n, -1, out.pooler_output.shape[-1])
             return tokens.mean(1), merged.mean(1)
-        if arch == "idefics3":
+        if arch in ("idefics3", "smolvlm"):
             flat = pixels.reshape(-1, *pixels.shape[2:])
             tokens = base.vision_model(pixel_values=flat).last_hidden_state
             projected = base.connector(tokens)
