@@ -1,0 +1,36 @@
+"""The architecture tables' data: refused classes give a one-line reason, and VLM2Vec's
+per-backbone image settings are valid arguments of transformers' own processors."""
+
+from __future__ import annotations
+
+import pytest
+
+from extractors.hf_archs import ARCHITECTURES, REFUSED, VLM2VEC_IMAGE, VLM2VEC_QWEN_PIXELS, refusal
+
+
+@pytest.mark.parametrize("model_class", sorted(REFUSED))
+def test_a_refused_class_has_a_one_line_reason(model_class):
+    reason = refusal(model_class)
+    assert reason and "\n" not in reason
+    assert model_class not in ARCHITECTURES
+
+
+def test_a_supported_class_is_not_refused():
+    assert all(refusal(name) is None for name in ARCHITECTURES)
+
+
+def test_vlm2vec_qwen_backbones_are_featkit_architectures():
+    names = {a.name for a in ARCHITECTURES.values()}
+    assert {"qwen2_vl", "qwen2_5_vl"} <= set(VLM2VEC_IMAGE) & names
+
+
+def test_vlm2vec_qwen_pixel_limits_bound_the_processors_grid():
+    pytest.importorskip("transformers")
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    processor = Qwen2VLImageProcessor(**VLM2VEC_IMAGE["qwen2_vl"].processor_kwargs)
+    for side in (2000, 20):
+        grid = processor(images=Image.new("RGB", (side, side)), return_tensors="pt")["image_grid_thw"]
+        pixels = int(grid.prod()) * processor.patch_size ** 2
+        assert VLM2VEC_QWEN_PIXELS["shortest_edge"] <= pixels <= VLM2VEC_QWEN_PIXELS["longest_edge"]
