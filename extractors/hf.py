@@ -65,6 +65,7 @@ from extractors.base import ExtractorSpec, Family, OptionSpec
 from extractors.hf_archs import (
     ARCHITECTURES,
     DEFAULT_QWEN_IMAGE_SIZE,
+    refusal,
     supported,
     vision_shape_from_json,
 )
@@ -316,6 +317,9 @@ def load_hf_vlm(
     architecture = (config.architectures or [type(config).__name__])[0]
     tower = TOWER_ARCHITECTURES.get(architecture)
     if architecture not in ARCHITECTURES and tower is None:
+        reason = refusal(architecture)
+        if reason:
+            raise UnknownNameError(f"{spec.name} is a {architecture}: {reason}")
         raise UnknownNameError(f"{spec.name} is a {architecture}; the hf family supports "
                                f"{supported()}, {', '.join(TOWER_ARCHITECTURES)}")
     arch = ARCHITECTURES.get(architecture)

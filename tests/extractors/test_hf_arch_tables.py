@@ -34,3 +34,19 @@ def test_vlm2vec_qwen_pixel_limits_bound_the_processors_grid():
         grid = processor(images=Image.new("RGB", (side, side)), return_tensors="pt")["image_grid_thw"]
         pixels = int(grid.prod()) * processor.patch_size ** 2
         assert VLM2VEC_QWEN_PIXELS["shortest_edge"] <= pixels <= VLM2VEC_QWEN_PIXELS["longest_edge"]
+
+
+def test_loading_a_refused_architecture_says_why(tmp_path):
+    """A local Phi-4-multimodal checkpoint is refused in one line with the reason, not with
+    the generic 'unsupported architecture' list."""
+    import json
+
+    import extractors
+    from featkit.errors import UnknownNameError
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "phi4_multimodal", "architectures": ["Phi4MultimodalForCausalLM"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UnknownNameError, match="Phi4MultimodalForCausalLM: Phi-4-multimodal "
+                                               "has no get_image_features"):
+        extractors.load_extractor("hf:microsoft/Phi-4-multimodal-instruct", weights=tmp_path)
