@@ -46,6 +46,11 @@ class Settings:
         if self.linear.merge or self.knn.merge:
             raise FeatkitError(f"{INFO.name}: --merge is not probed by layer; probe one dataset "
                                f"at a time")
+        if self.linear.ci is not None or self.knn.ci is not None:
+            from featkit.tasks.intervals import refuse_interval
+
+            raise refuse_interval(INFO.name, "the depth curve carries no per-layer intervals "
+                                  "yet; probe the layers you want with --features cls@L --ci")
 
 
 @dataclass

@@ -86,3 +86,12 @@ def test_cli_and_report_plot_accuracy_against_depth(cache, tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Probe accuracy by layer" in markdown and "digits: cls (linear)" in markdown
     assert (tmp_path / "report" / "depth.csv").exists()
+
+
+def test_ci_with_layers_is_refused_not_ignored():
+    from featkit.errors import FeatkitError
+    from featkit.tasks import layers, linear
+    from featkit.tasks.intervals import Interval
+
+    with pytest.raises(FeatkitError, match="--ci is not available"):
+        layers.Settings(probe="linear", layers="all", linear=linear.Settings(ci=Interval()))
