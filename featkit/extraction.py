@@ -28,9 +28,7 @@ from featkit.cache import (
     StreamedColumn,
     base_attrs,
     cache_root,
-    check_file,
     contents_digest,
-    file_kinds,
     key_lock,
     parts_dir,
     read_attrs,
@@ -44,6 +42,7 @@ from featkit.cache import (
     write_parts_meta,
     write_shard,
 )
+from featkit.cache_files import check_file, file_kinds
 from featkit.datasets import ImageDataset, Sample, open_dataset
 from featkit.datasets.images import DEFAULT_MAX_PIXELS, to_rgb
 from featkit.errors import BadImageError, FeatkitError, UnknownNameError
@@ -347,7 +346,7 @@ def _plan_split(path: Path, parts: Path, key: CacheKey, kinds, *, overwrite, sha
                 contents: str | None = None) -> dict[str, Any]:
     """Decide (under the key lock) whether the file is a hit and which shard layout to use.
 
-    A file that fails :func:`~featkit.cache.check_file` (truncated, corrupt, foreign) or, with
+    A file that fails :func:`~featkit.cache_files.check_file` (truncated, corrupt, foreign) or, with
     ``contents`` (``--verify``), was extracted from other image bytes is reported in one line
     and rebuilt; shards cut from other image bytes are dropped.
     """

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from featkit.cache import FEATURES_GROUP, _decode_attrs, cache_root, h5py_reason, inspect_file, slug
+from featkit.cache import FEATURES_GROUP, _decode_attrs, cache_root, slug
+from featkit.cache_files import h5py_reason, inspect_file
 from featkit.errors import CacheError, UnknownNameError, closest
 
 

@@ -20,13 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featkit.cache import (
-    inspect_file,
-    key_lock,
-    named_key,
-    read_parts_meta,
-    samples_digest,
-)
+from featkit.cache import key_lock, read_parts_meta, samples_digest
+from featkit.cache_files import inspect_file, named_key
 from featkit.errors import CacheError, FeatkitError
 
 #: statuses ``prune`` removes

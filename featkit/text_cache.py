@@ -36,7 +36,6 @@ from featkit.cache import (
     Shard,
     base_attrs,
     cache_root,
-    inspect_file,
     key_lock,
     parts_dir,
     read_parts_meta,
@@ -46,6 +45,7 @@ from featkit.cache import (
     write_parts_meta,
     write_shard,
 )
+from featkit.cache_files import inspect_file
 from featkit.errors import FeatkitError
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ LEAF_HELPERS = ("featkit.errors", "featkit._imports", "featkit._device")
 #: probes/ modules a command may import (figures of a probe's own result, no computation).
 COMMAND_PROBE_ALLOWED = ("probes.perturb_plot",)
 #: featkit's layers below the tasks: data, extraction, cache and records.
-LOWER = ("featkit.cache", "featkit.featureset", "featkit.extraction", "featkit.datasets",
+LOWER = ("featkit.cache", "featkit.cache_files", "featkit.featureset", "featkit.extraction", "featkit.datasets",
          "featkit.inventory",
          "featkit.distributed", "featkit.results", "featkit.errors", "featkit._imports",
          "featkit._device", "featkit._version")

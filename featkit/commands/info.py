@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     import h5py
 
-    from featkit.cache import FEATURES_GROUP, _decode_attrs, h5py_reason, inspect_file
+    from featkit.cache import FEATURES_GROUP, _decode_attrs
+    from featkit.cache_files import h5py_reason, inspect_file
     from featkit.errors import CacheError
 
     path = Path(args.file)

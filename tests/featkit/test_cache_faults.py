@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import featkit
-from featkit.cache import check_file
+from featkit.cache_files import check_file
 from featkit.errors import CacheError
 from featkit.extraction import extract
 from featkit.tasks.loading import FeatureSource

@@ -7,7 +7,7 @@ import pytest
 
 import featkit.text_cache as text_cache
 from extractors.text_towers import load_text_tower
-from featkit.cache import check_file
+from featkit.cache_files import check_file
 from featkit.classnames import resolve_templates
 from featkit.errors import FeatkitError
 from featkit.text_cache import TextSource, class_embeddings
