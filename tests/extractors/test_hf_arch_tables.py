@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from extractors.hf_archs import ARCHITECTURES, REFUSED, VLM2VEC_IMAGE, VLM2VEC_QWEN_PIXELS, refusal
+from extractors.hf_archs import ARCHITECTURES, REFUSED, refusal
+from extractors.vlm2vec import VLM2VEC_IMAGE, VLM2VEC_QWEN_PIXELS
 
 
 @pytest.mark.parametrize("model_class", sorted(REFUSED))
