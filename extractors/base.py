@@ -180,6 +180,13 @@ class Extractor:
                 f"(kinds: {listed})"
             )
 
+    def layer_depths(self) -> dict[str, int]:
+        """Each per-layer kind's number of blocks (``{"cls": 12, "last_token": 28}``), where known:
+        what lets a cache file answer ``cls@12`` with what it stored as ``cls@-1``."""
+        if not isinstance(self.kinds, KindDims):
+            return {}
+        return {base: span.depth for base, span in self.kinds.layers.items() if span.depth}
+
     def differentiable_features(self, kind: str) -> FeatureFn:
         """Normalised images ``(B, C, H, W)`` -> ``(B, D)`` float features of ``kind``, with the
         autograd graph kept (model in eval mode, parameters frozen): what image-space attacks

@@ -20,8 +20,9 @@ kinds continue the model's kinds (the family modules say exactly how):
   ``hidden_states[layer]`` at the last real token, L2-normalised, so ``last_token@-1`` *is*
   ``last_token``.
 
-A layer kind is stored under the name it was asked for: ``cls@-1`` and ``cls@12`` of a 12-block
-tower are the same numbers under two names, and :func:`featkit.load` reads the one asked for.
+A layer kind is stored under the name it was asked for; the cache file records each tower's
+depth (``layer_depths``), so :func:`featkit.load` asked for ``cls@12`` of a 12-block tower reads
+a file that stored it as ``cls@-1`` (and the other way round): :func:`same_block_kinds`.
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def block_index(kind: str, layer: int, depth: int) -> int:
             f"-1..-{depth})"
         )
     return layer - 1 if layer > 0 else depth + layer
+
+
+def same_block_kinds(kind: str, depths: Mapping[str, int]) -> list[str]:
+    """The names of ``kind``'s block counted the other way (``cls@12`` <-> ``cls@-1`` when
+    ``depths["cls"] == 12``); empty for a plain kind, an unknown depth or a layer beyond it."""
+    base, layer = split_kind(kind)
+    depth = depths.get(base)
+    if layer is None or not depth or not 1 <= abs(layer) <= depth:
+        return []
+    other = layer - depth - 1 if layer > 0 else depth + layer + 1
+    return [layer_kind(base, other)]
 
 
 def expand_layers(layers: Mapping[str, LayerSpan], selection: LayerSelection, *, model: str,

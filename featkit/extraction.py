@@ -494,6 +494,7 @@ def _assemble(extractor, model_id, model_alias, ds, split, samples, kinds, key, 
             "n": len(kept),
             "kinds": list(kinds),
             "dims": dims,
+            "layer_depths": extractor.layer_depths(),
             "settings": {
                 **dict(key.settings),
                 "batch_size": batch_size,

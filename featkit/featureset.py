@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from extractors.layers import same_block_kinds
 from featkit.cache import FEATURES_GROUP, _decode_attrs, cache_root, slug
 from featkit.cache_files import h5py_reason, inspect_file
 from featkit.errors import CacheError, UnknownNameError, closest
@@ -90,12 +91,16 @@ def _read(path: Path, kind: str | None, hint: str, problem: str | None = None) -
             if kind is None:
                 preferred = meta.get("kinds") or kinds
                 kind = preferred[0] if preferred else None
+            stored = kind
             if kind not in kinds:
+                stored = next((k for k in same_block_kinds(str(kind), meta.get("layer_depths") or {})
+                               if k in kinds), kind)
+            if stored not in kinds:
                 raise UnknownNameError(
                     f"{path} has no feature kind '{kind}'{closest(str(kind), kinds)} (kinds: {', '.join(kinds)}); "
                     f"extract it with --features {kind}"
                 )
-            dataset = handle[FEATURES_GROUP][kind]
+            dataset = handle[FEATURES_GROUP][stored]
             features = np.empty(dataset.shape, dtype=np.float32)
             if features.size:
                 dataset.read_direct(features)
@@ -143,6 +148,13 @@ def _matches(model_id: str, dataset: str, split: str, *, cache_dir, weights, ada
             continue
         found.usable.append((path, attrs))
     return found
+
+
+def _holds(attrs: dict[str, Any], kind: str) -> bool:
+    """Whether a file with these attributes holds ``kind``, under its name or its block's other
+    name (``cls@12`` / ``cls@-1``)."""
+    names = {kind, *same_block_kinds(kind, attrs.get("layer_depths") or {})}
+    return bool(names & set(attrs.get("kinds") or []))
 
 
 def _data_key(dataset: str, data_root: str | os.PathLike, split: str) -> tuple[str, str]:
@@ -202,7 +214,7 @@ def load(
         raise CacheError(_nothing_usable(model, dataset, split, found, hint, cache_dir, data_root))
     candidates = found.usable
     if kind is not None:
-        candidates = [c for c in candidates if kind in (c[1].get("kinds") or [])] or candidates
+        candidates = [c for c in candidates if _holds(c[1], kind)] or candidates
     candidates.sort(key=lambda c: (c[0].stat().st_mtime_ns, c[0].name))
     chosen, attrs = candidates[-1]
     notes = [f"skipped {path}: {problem}" for path, problem in found.broken]

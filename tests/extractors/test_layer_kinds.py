@@ -168,3 +168,25 @@ def test_layer_kinds_go_through_the_cache(tmp_path):
     with pytest.raises(UnknownNameError, match="no feature kind"):
         featkit.extract("test:tiny-dinov2", "digits", splits=["test"], features=["cls@3"],
                         cache_dir=tmp_path, progress=False)
+
+
+def test_a_block_loads_by_either_of_its_names(tmp_path):
+    """The file records the tower's depth, so ``cls@<depth>`` reads what was stored as ``cls@-1``
+    and ``patch_mean@-<depth>`` what was stored as ``patch_mean@1``; other blocks stay missing."""
+    import featkit
+    from extractors import load_extractor
+
+    depth = load_extractor("test:tiny-dinov2").kinds.layers["cls"].depth
+    featkit.extract("test:tiny-dinov2", "digits", splits=["test"], features=["cls@-1", "patch_mean@1"],
+                    cache_dir=tmp_path, progress=False, num_workers=0)
+    stored = featkit.load("test:tiny-dinov2", "digits", "test", "cls@-1", cache_dir=tmp_path)
+    assert stored.meta["layer_depths"]["cls"] == depth
+    by_number = featkit.load("test:tiny-dinov2", "digits", "test", f"cls@{depth}", cache_dir=tmp_path)
+    np.testing.assert_array_equal(by_number.features, stored.features)
+    assert by_number.kind == f"cls@{depth}"
+    first = featkit.load("test:tiny-dinov2", "digits", "test", "patch_mean@1", cache_dir=tmp_path)
+    from_end = featkit.load("test:tiny-dinov2", "digits", "test", f"patch_mean@-{depth}",
+                            cache_dir=tmp_path)
+    np.testing.assert_array_equal(from_end.features, first.features)
+    with pytest.raises(UnknownNameError, match="no feature kind 'cls@1'"):
+        featkit.load("test:tiny-dinov2", "digits", "test", "cls@1", cache_dir=tmp_path)

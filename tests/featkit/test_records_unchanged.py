@@ -39,6 +39,8 @@ CHANGED: dict[str, str] = {
     "(0/1 correctness as packed bits, per-query AP as float32), so intervals and paired "
     "comparisons are recomputed without features",
     "ci": "new field (issue 18), only with --ci: percentile bootstrap intervals",
+    "**.layer_depths": "new field (issue 16) of every cache file's provenance, wherever a record "
+    "quotes one: each tower's depth, so cls@12 and cls@-1 name the same stored block",
 }
 
 GRID = "0.1,1,10,100"
@@ -100,6 +102,14 @@ def _mask(value: Any, root: str) -> Any:
 
 
 def _drop(record: Any, dotted: str) -> None:
+    """Remove the field at ``dotted``; ``**.name`` removes ``name`` at every depth."""
+    if dotted.startswith("**."):
+        name = dotted[3:]
+        if isinstance(record, dict):
+            record.pop(name, None)
+        for value in record.values() if isinstance(record, dict) else record if isinstance(record, list) else ():
+            _drop(value, dotted)
+        return
     *parents, last = dotted.split(".")
     for part in parents:
         if not isinstance(record, dict) or part not in record:
