@@ -6,6 +6,8 @@ tokens in ``pooler_output``) and a base-model forward that accepts those feature
 ``mm_encoder_outputs``. :class:`~extractors.hf_vlm.HFVLMExtractor` drives any model through them;
 an :class:`Architecture` entry only names where the parts are and how the model's inputs differ.
 A model is matched by its config's ``architectures[0]`` (the ``*ForConditionalGeneration`` class).
+Two architectures reach their image tokens another way, each through a named image route
+(:data:`MOLMO2`, :data:`PHI4_MULTIMODAL`; :mod:`extractors.hf_molmo2`, :mod:`extractors.hf_phi4mm`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 IMAGE = "image"  # (B, C, H, W): one image per sample
 TILES = "tiles"  # (B, T, C, H, W) with fixed T: any-resolution tiles (base image first)
 FLAT = "flat"  # (B * P, C * t * p * p): Qwen's patchified pixels, P patches per image
+PATCHES = "patches"  # (B, crops, P, p * p * C): Molmo2's patchified crops (global view first)
 
 #: how ``last_token`` runs the language model
 BASE_FORWARD = "base"  # the multimodal base model's forward with mm_encoder_outputs
@@ -26,6 +29,11 @@ LANGUAGE_MODEL = "language_model"  # image tokens scattered into the embeddings,
 #: where ``visual`` comes from
 FEATURE_LAYER = "feature_layer"  # hidden_states[config.vision_feature_layer], select strategy
 LAST_HIDDEN = "last_hidden_state"  # the tower's last_hidden_state (what the projector receives)
+
+#: how the image tokens are computed (the image route)
+GET_IMAGE_FEATURES = "get_image_features"  # the model's get_image_features, images repeated per batch
+MOLMO2 = "molmo2"  # get_image_features with batch-global pooling indices (extractors.hf_molmo2)
+PHI4_MULTIMODAL = "phi4_multimodal"  # the model's image embedding module (extractors.hf_phi4mm)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ class Architecture:
     model (multimodal RoPE), not from the attention mask; ``fixed_size``: images are cropped to a
     square of the ``image_size`` option first, so every image gives the same tokens (default
     :meth:`default_size`); ``base``: attribute of the base model on the loaded class (``""``: the
-    class itself); ``description``: how ``featkit list models`` describes it."""
+    class itself); ``images``: the image route (:data:`GET_IMAGE_FEATURES`, :data:`MOLMO2`,
+    :data:`PHI4_MULTIMODAL`); ``pixel_key``: the processor output holding the pixels;
+    ``description``: how ``featkit list models`` describes it."""
 
     name: str
     model_class: str
@@ -67,6 +77,8 @@ class Architecture:
     mrope: bool = False
     fixed_size: bool = False
     base: str = "model"
+    images: str = GET_IMAGE_FEATURES
+    pixel_key: str = "pixel_values"
     description: str = ""
 
     @property
@@ -85,7 +97,7 @@ class Architecture:
         tile = int(size[0] if isinstance(size, (list, tuple)) else size)
         if self.flat_tiles:
             return tile  # one tile: the processor's dynamic tiling keeps a tile-sized image whole
-        return 2 * tile  # a 2 x 2 grid of tiles plus the base image
+        return 2 * tile  # a 2 x 2 grid of tiles (Molmo2: crops; Phi-4-MM: sub-images) + the base image
 
 
 DEFAULT_QWEN_IMAGE_SIZE = 448
@@ -140,22 +152,28 @@ _ARCHITECTURES = (
                  text_inputs=("mm_token_type_ids",), mrope=True, fixed_size=True,
                  description="Qwen3-VL: ViT -> 2x2 merger (+ DeepStack features into the LM; "
                              "fixed square input)"),
+    Architecture("molmo2", "Molmo2ForConditionalGeneration", "vision_tower",
+                 "multi_modal_projector", pixels=PATCHES,
+                 image_inputs=("image_token_pooling", "image_grids"),
+                 text_inputs=("mm_token_type_ids",), fixed_size=True, images=MOLMO2,
+                 description="Molmo2: SigLIP2 tower on overlapping crops + the global view, two "
+                             "layers concatenated -> 2x2 attention pooling -> MLP, added to the "
+                             "patch-token embeddings"),
+    Architecture("phi4_multimodal", "Phi4MultimodalForCausalLM",
+                 "embed_tokens_extend.image_embed.img_processor",
+                 "embed_tokens_extend.image_embed", pixels=TILES,
+                 image_inputs=("image_sizes", "image_attention_mask"), fixed_size=True,
+                 images=PHI4_MULTIMODAL, pixel_key="image_pixel_values",
+                 description="Phi-4-multimodal: SigLIP tower (layer -2) on HD sub-images + the "
+                             "global image -> 2x2 average pool -> separators -> MLP (inside the "
+                             "embedding layer)"),
 )
 #: ``config.architectures[0]`` -> its entry
 ARCHITECTURES: dict[str, Architecture] = {a.model_class: a for a in _ARCHITECTURES}
 
-#: transformers classes featkit refuses, and why (checked against transformers 5.24)
-REFUSED: dict[str, str] = {
-    "Molmo2ForConditionalGeneration": (
-        "Molmo2's get_image_features takes image_token_pooling, indices into the whole batch's "
-        "flattened patches (not per image), and pools a concatenation of several tower layers "
-        "with cross-attention, so its image inputs cannot be built once and repeated per batch "
-        "as the hf family does"),
-    "Phi4MultimodalForCausalLM": (
-        "Phi-4-multimodal has no get_image_features: its vision tower, HD crop transform and "
-        "projector run inside the embedding layer, which also scatters the image tokens into the "
-        "text, so the vision tokens and the projected tokens are not exposed separately"),
-}
+#: transformers classes featkit refuses, and why (checked against transformers 5.24): none at
+#: present (Molmo2 and Phi-4-multimodal, once here, have their image routes)
+REFUSED: dict[str, str] = {}
 
 
 def refusal(model_class: str) -> str | None:
@@ -184,6 +202,8 @@ _VISION_KEYS: dict[str, tuple[str, str, bool]] = {
     "idefics3_vision": ("num_hidden_layers", "hidden_size", False),
     "smolvlm_vision": ("num_hidden_layers", "hidden_size", False),
     "blip_2_vision_model": ("num_hidden_layers", "hidden_size", True),
+    "molmo2_vision": ("num_hidden_layers", "hidden_size", False),
+    "phi4_multimodal_vision": ("num_hidden_layers", "hidden_size", False),
 }
 
 

@@ -7,6 +7,11 @@ Feature kinds (all ``(B, D)``; see :mod:`extractors.hf` for what each means per 
 token), ``aligned`` (the projected tokens the language model receives, mean-pooled),
 ``last_token`` (VLM2Vec), and the layer kinds ``cls@L`` / ``patch_mean@L`` (the vision tower's
 ``hidden_states[L]``) and ``last_token@L`` (the language model's ``hidden_states[L]``).
+
+Molmo2 and Phi-4-multimodal reach their image tokens through an image route
+(:mod:`extractors.hf_image_routes`; :mod:`extractors.hf_molmo2`, :mod:`extractors.hf_phi4mm`),
+which answers the image side (tower layers, batch inputs, image output, pooling) in their
+model's own terms; the prompt, padding and ``last_token`` pooling stay this module's.
 """
 
 from __future__ import annotations
@@ -17,7 +22,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from extractors.base import AdaptableExtractor, ExtractorSpec
-from extractors.hf_archs import FEATURE_LAYER, FLAT, LANGUAGE_MODEL, Architecture, vision_shape
+from extractors.hf_archs import (
+    FEATURE_LAYER,
+    FLAT,
+    LANGUAGE_MODEL,
+    MOLMO2,
+    PATCHES,
+    PHI4_MULTIMODAL,
+    Architecture,
+    vision_shape,
+)
+from extractors.hf_image_routes import ImageRoute
+from extractors.hf_molmo2 import Molmo2Images
+from extractors.hf_phi4mm import Phi4MultimodalImages
 from extractors.layers import KindDims, LayerSpan, layer_requests
 from featkit.errors import FeatkitError, UnknownNameError
 
@@ -26,6 +43,8 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_INSTRUCTION = "Represent the given image."
+#: ``Architecture.images`` -> its route (the default, get_image_features, is this module's)
+IMAGE_ROUTES: dict[str, type[ImageRoute]] = {MOLMO2: Molmo2Images, PHI4_MULTIMODAL: Phi4MultimodalImages}
 
 
 class ImageTransform:
@@ -33,20 +52,23 @@ class ImageTransform:
 
     With ``fixed_size`` the image is first resized (shortest edge) and centre-cropped to a square,
     so processors with dynamic resolution (Qwen2-VL, any-resolution tiles) give every image the
-    same shape. ``batch_dim``: the processor's output has a leading batch dimension to drop.
+    same shape. ``batch_dim``: the processor's output has a leading batch dimension to drop;
+    ``pixel_key``: the output holding the pixels.
     """
 
-    def __init__(self, image_processor: Any, fixed_size: int | None = None, batch_dim: bool = True) -> None:
+    def __init__(self, image_processor: Any, fixed_size: int | None = None, batch_dim: bool = True,
+                 pixel_key: str = "pixel_values") -> None:
         self.image_processor = image_processor
         self.fixed_size = fixed_size
         self.batch_dim = batch_dim
+        self.pixel_key = pixel_key
 
     def __call__(self, image):
         if image.mode != "RGB":
             image = image.convert("RGB")
         if self.fixed_size:
             image = square_crop(image, self.fixed_size)
-        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = self.image_processor(images=image, return_tensors="pt")[self.pixel_key]
         return pixels[0] if self.batch_dim else pixels
 
 
@@ -126,12 +148,16 @@ class HFVLMExtractor(AdaptableExtractor):
         if self.tower is None:
             raise UnknownNameError(f"{spec.name}: featkit does not know its vision tower type "
                                    f"{config.vision_config.model_type!r}")
-        if architecture.visual == FEATURE_LAYER:
+        route = IMAGE_ROUTES.get(architecture.images)
+        self.images: ImageRoute | None = route(self) if route else None
+        if self.images is not None:
+            self.feature_layer, self.select_strategy = self.images.feature_layer, self.images.select_strategy
+        elif architecture.visual == FEATURE_LAYER:
             self.feature_layer = config.vision_feature_layer
             self.select_strategy = config.vision_feature_select_strategy
         else:
             self.feature_layer, self.select_strategy = "last", "full"
-        text = config.text_config
+        text = config.get_text_config()
         n_layers = 1 if not isinstance(self.feature_layer, list) else len(self.feature_layer)
         dims = {"visual": self.tower.width * n_layers, "aligned": int(text.hidden_size),
                 "last_token": int(text.hidden_size)}
@@ -150,8 +176,9 @@ class HFVLMExtractor(AdaptableExtractor):
         self.image_size = size
         self.square_crop_size = size if architecture.fixed_size else None
         self.transform = ImageTransform(image_processor, fixed_size=self.square_crop_size,
-                                        batch_dim=not (architecture.pixels == FLAT
-                                                       or architecture.flat_tiles))
+                                        batch_dim=not (architecture.pixels in (FLAT, PATCHES)
+                                                       or architecture.flat_tiles),
+                                        pixel_key=architecture.pixel_key)
         self.preprocessing = {
             **json.loads(image_processor.to_json_string()),
             "featkit_square_crop": self.square_crop_size,
@@ -160,6 +187,8 @@ class HFVLMExtractor(AdaptableExtractor):
         self._image_inputs = {k: prompt_inputs[k].to(self.device) for k in architecture.image_inputs}
         self._prompt_ids = prompt_inputs["input_ids"][:1].to(self.device)
         self._text_inputs = {k: prompt_inputs[k][:1].to(self.device) for k in architecture.text_inputs}
+        if self.images is not None:
+            self.images.setup(prompt_inputs)
         if architecture.pixels == FLAT:
             self._check_fixed_grid(size)
 
@@ -213,13 +242,15 @@ class HFVLMExtractor(AdaptableExtractor):
     def image_output(self, pixel_values: torch.Tensor, hidden: Sequence[int] = ()) -> Any:
         """``get_image_features`` of a stacked batch, with the tower's ``hidden_states`` at the
         indices ``hidden`` (and the feature layer) kept."""
+        if self.images is not None:
+            return self.images.image_output(pixel_values.to(self.device, self.dtype), hidden)
         batch = pixel_values.shape[0]
         pixel_values = pixel_values.to(self.device, self.dtype)
         if self.arch.pixels == FLAT:
             pixel_values = pixel_values.reshape(-1, pixel_values.shape[-1])
         elif self.arch.flat_tiles:
             pixel_values = pixel_values.reshape(-1, *pixel_values.shape[2:])
-        kwargs = {k: _repeat(v, batch) for k, v in self._image_inputs.items()}
+        kwargs = self._batch_image_inputs(batch)
         wanted = set(hidden)
         if self.arch.visual == FEATURE_LAYER:
             layers = self.feature_layer if isinstance(self.feature_layer, list) else [self.feature_layer]
@@ -240,6 +271,8 @@ class HFVLMExtractor(AdaptableExtractor):
         """``visual``/``cls``/``aligned`` and the vision layer kinds of one ``image_output``."""
         import torch
 
+        if self.images is not None:
+            return {k: v for k, v in self.images.pooled(output, batch, requests).items() if k in kinds}
         out: dict[str, torch.Tensor] = {}
         if self.arch.visual == FEATURE_LAYER:
             layers = self.feature_layer if isinstance(self.feature_layer, list) else [self.feature_layer]
@@ -297,13 +330,20 @@ class HFVLMExtractor(AdaptableExtractor):
                     "input_ids": self._prompt_ids.expand(batch, -1),
                     "attention_mask": torch.ones_like(self._prompt_ids).expand(batch, -1),
                     **{k: v.expand(batch, -1) for k, v in self._text_inputs.items()},
-                    **{k: _repeat(v, batch) for k, v in self._image_inputs.items()},
+                    **self._batch_image_inputs(batch),
                 }
                 layers = self.last_token_layers(inputs, image_output=output, blocks=text.values())
                 out.update({k: layers[index] for k, index in text.items()})
                 if "last_token" in kinds:
                     out["last_token"] = layers[None]
         return {k: out[k] for k in kinds}
+
+    def _batch_image_inputs(self, batch: int) -> dict[str, torch.Tensor]:
+        """The image side inputs of ``batch`` stacked images (the fixed image's, repeated, unless
+        the image route builds them)."""
+        if self.images is not None:
+            return self.images.batch_inputs(batch)
+        return {k: _repeat(v, batch) for k, v in self._image_inputs.items()}
 
     def last_token(
         self, inputs: Mapping[str, Any], *, image_output: Any = None, grad: bool = False
@@ -328,9 +368,10 @@ class HFVLMExtractor(AdaptableExtractor):
 
         kwargs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         mask = kwargs["attention_mask"]
-        has_image = "pixel_values" in kwargs or image_output is not None
-        if "pixel_values" in kwargs:
-            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.dtype)
+        pixel_key = self.arch.pixel_key
+        has_image = pixel_key in kwargs or image_output is not None
+        if pixel_key in kwargs:
+            kwargs[pixel_key] = kwargs[pixel_key].to(self.dtype)
         if not (self.arch.mrope and has_image):
             kwargs["position_ids"] = positions_from_mask(mask)
         if "token_type_ids" in self.arch.text_inputs and "token_type_ids" not in kwargs:
@@ -338,12 +379,16 @@ class HFVLMExtractor(AdaptableExtractor):
             kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
         blocks = sorted(set(blocks))
         with contextlib.nullcontext() if grad else torch.inference_mode():
-            if image_output is None and "pixel_values" in kwargs and blocks:
+            if image_output is None and pixel_key in kwargs and blocks:
                 # the LM's hidden-state selection must not reach the vision tower's
-                image_output = self.base.get_image_features(
-                    pixel_values=kwargs["pixel_values"],
-                    **{k: kwargs[k] for k in self.arch.image_inputs if k in kwargs}, return_dict=True)
-            if image_output is not None:
+                image_output = (self.images.inputs_output(kwargs) if self.images is not None else
+                                self.base.get_image_features(
+                                    pixel_values=kwargs["pixel_values"],
+                                    **{k: kwargs[k] for k in self.arch.image_inputs if k in kwargs},
+                                    return_dict=True))
+            if self.images is not None:
+                kwargs = self.images.language_inputs(kwargs, image_output)
+            elif image_output is not None:
                 kwargs.pop("pixel_values", None)
                 kwargs["mm_encoder_outputs"] = {"image": image_output}
             if blocks:

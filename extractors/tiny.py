@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from extractors import register, tiny_vlms
+from extractors import register, tiny_vlms, tiny_vlms_more
 from extractors.base import Extractor, ExtractorSpec, Family, OptionSpec, Preprocessing
 from extractors.hf import CLIP_MEAN, CLIP_STD, HFFamily, load_hf_vlm
 from extractors.hf_weights import base_model_reference, resolve_weights
@@ -443,10 +443,42 @@ def _tiny_tower_spec(name: str) -> ExtractorSpec:
 for _name in _TINY_HF_TOWERS:
     register_tiny(_tiny_tower_spec(_name), HFFamily)(_load_tiny_vlm)
 
+#: the VLMs written by ``tiny_vlms_more.build_tiny_<name>``: name -> (spec name, description,
+#: input size, visual dim); each has a 2-block, 32-wide tower without class token, a 2-block
+#: 48-wide LM and SigLIP's mean/std
+_TINY_VLMS_MORE: dict[str, tuple[str, str, int, int]] = {
+    "molmo2": ("test:tiny-molmo2", "Molmo2 (16 px crops, patch 4; a 32 px square: 2x2 overlapping "
+               "crops + the global view; blocks 2 and 1 concatenated, 2x2 attention pooling; "
+               "Molmo2 LM)", 32, 64),
+    "phi4_multimodal": ("test:tiny-phi4-multimodal", "Phi-4-multimodal (32 px crops, patch 1; a 64 "
+                        "px square: 2x2 sub-images + the global image; layer -2, 2x2 average pool, "
+                        "separators, MLP; Phi LM; a minimal audio tower)", 64, 32),
+}
+
+
+def _tiny_vlm_more_spec(name: str) -> ExtractorSpec:
+    spec_name, description, size, visual = _TINY_VLMS_MORE[name]
+    return ExtractorSpec(
+        name=spec_name,
+        family="test",
+        kinds={"visual": visual, "aligned": 48, "last_token": 48},
+        preprocessing=Preprocessing(size=size, mean=SIGLIP_MEAN, std=SIGLIP_MEAN, resize_mode="shortest"),
+        weights="random",
+        description=f"tiny {description}, seeded random init",
+        notes="random weights by design",
+        default_kinds=("visual", "aligned", "last_token"),
+        layers={"patch_mean": LayerSpan(2, 32), "last_token": LayerSpan(2, 48)},
+    )
+
+
+for _name in _TINY_VLMS_MORE:
+    register_tiny(_tiny_vlm_more_spec(_name), HFFamily)(_load_tiny_vlm)
+
 
 _TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test:tiny-llava": build_tiny_llava,
     "test:tiny-qwen2vl": build_tiny_qwen2vl,
     **{_tiny_vlm_spec(name).name: getattr(tiny_vlms, f"build_tiny_{name}") for name in _TINY_VLMS},
     **{_TINY_HF_TOWERS[name][0]: getattr(tiny_vlms, f"build_tiny_{name}") for name in _TINY_HF_TOWERS},
+    **{_TINY_VLMS_MORE[name][0]: getattr(tiny_vlms_more, f"build_tiny_{name}") for name in _TINY_VLMS_MORE},
 }

@@ -1,5 +1,6 @@
-"""The architecture tables' data: refused classes give a one-line reason, and VLM2Vec's
-per-backbone image settings are valid arguments of transformers' own processors."""
+"""The architecture tables' data: refused classes give a one-line reason (none at present:
+Molmo2 and Phi-4-multimodal have image routes), and VLM2Vec's per-backbone image settings are
+valid arguments of transformers' own processors."""
 
 from __future__ import annotations
 
@@ -37,17 +38,28 @@ def test_vlm2vec_qwen_pixel_limits_bound_the_processors_grid():
         assert VLM2VEC_QWEN_PIXELS["shortest_edge"] <= pixels <= VLM2VEC_QWEN_PIXELS["longest_edge"]
 
 
-def test_loading_a_refused_architecture_says_why(tmp_path):
-    """A local Phi-4-multimodal checkpoint is refused in one line with the reason, not with
-    the generic 'unsupported architecture' list."""
+def test_loading_a_refused_architecture_says_why(tmp_path, monkeypatch):
+    """A local checkpoint of a refused class is refused in one line with the reason, not with
+    the generic 'unsupported architecture' list (no class is refused at present, so the test
+    refuses LLaVA's for the duration)."""
     import json
 
     import extractors
+    from extractors import hf_archs
     from featkit.errors import UnknownNameError
 
+    reason = "refused for this test, whatever the checkpoint holds"
+    monkeypatch.setitem(hf_archs.REFUSED, "RefusedForConditionalGeneration", reason)
     (tmp_path / "config.json").write_text(json.dumps(
-        {"model_type": "phi4_multimodal", "architectures": ["Phi4MultimodalForCausalLM"]}))
+        {"model_type": "llava", "architectures": ["RefusedForConditionalGeneration"]}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(UnknownNameError, match="Phi4MultimodalForCausalLM: Phi-4-multimodal "
-                                               "has no get_image_features"):
-        extractors.load_extractor("hf:microsoft/Phi-4-multimodal-instruct", weights=tmp_path)
+    with pytest.raises(UnknownNameError, match=f"RefusedForConditionalGeneration: {reason}"):
+        extractors.load_extractor("hf:some/refused-model", weights=tmp_path)
+
+
+@pytest.mark.parametrize("model_class", ["Molmo2ForConditionalGeneration", "Phi4MultimodalForCausalLM"])
+def test_molmo2_and_phi4_multimodal_are_supported_through_their_image_routes(model_class):
+    from extractors.hf_archs import GET_IMAGE_FEATURES
+
+    assert refusal(model_class) is None
+    assert ARCHITECTURES[model_class].images != GET_IMAGE_FEATURES
