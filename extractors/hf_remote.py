@@ -4,58 +4,82 @@ from the checkpoint, not from transformers) through one hook.
 Nothing from a checkpoint's code runs unless the user asks: loading one needs the option
 ``trust_remote_code=true`` (``featkit extract --trust-remote-code``); without it the load is a
 one-line error. The model is then driven by a :class:`RemoteCodeAdapter` registered for its
-``config.model_type`` with :func:`register_remote_adapter`: the adapter names the vision module,
-the projector and the language model (attribute paths), the prompt's image token and the
-preprocessing. featkit calls them itself:
+``config.model_type`` with :func:`register_remote_adapter` (the adapters of the real models,
+Qwen-VL-Chat, InternVL-Chat, CogVLM2 and Phi-3.5-V / VLM2Vec-Full, are in
+:mod:`extractors.hf_remote_adapters` with the adapter type itself, registered when this module
+is imported). featkit
+calls the model's parts itself, in one vision pass per batch:
 
-- ``visual``: the vision module on the normalised pixels -> its tokens (the output's
-  ``tokens_attribute``, e.g. ``last_hidden_state``, or the tensor it returns when that is None;
-  ``drop_cls`` drops a leading class token), mean-pooled;
-- ``aligned``: the projector on those tokens, mean-pooled;
-- ``last_token``: the prompt ``"<image_token> <instruction>"`` with the image token repeated once
-  per projected token, the language model's input embeddings with the projected tokens at those
-  positions, the language model's last hidden state at the last real token, L2-normalised.
+- ``visual``: the vision tokens the projector receives, mean-pooled;
+- ``aligned``: the image tokens the language model receives, mean-pooled;
+- ``last_token``: the prompt ``[tokenizer's leading specials] [image_start] image_token x N
+  [image_end] " <instruction>"`` with the ``aligned`` tokens as the N image embeddings, the
+  language model's last hidden state at the last real token, L2-normalised.
 
-An adapter is a few lines of data, e.g. for a model whose ``config.model_type`` is ``"my_vlm"``::
+What each adapter field does:
+
+``vision``, ``projector``, ``tokens_attribute``, ``drop_cls``
+    The default encoder: ``vision(pixels)`` (its ``tokens_attribute``, e.g. ``last_hidden_state``,
+    or the tensor it returns; a leading class token dropped with ``drop_cls``) gives ``visual``;
+    ``projector`` on those gives ``aligned``.
+``encode``
+    A named function ``(model, pixels) -> (visual tokens, aligned tokens)`` that replaces the
+    default encoder for models whose projector is not one module (Qwen-VL's resampler, InternVL's
+    pixel shuffle + ``mlp1``, CogVLM2's conv + GLU + boi/eoi, Phi-3.5-V's HD transform). It calls
+    the model's own methods; :func:`captured` reads an inner module's tensor during that call.
+``image_size``
+    A named function ``config -> int``: the input size as the model's code reads it from its
+    config (default: the adapter's ``preprocessing.size``).
+``image_transform``
+    A named function ``(preprocessing, options) -> (transform, key settings)`` for models whose
+    pixels are not one normalised square (Phi-3.5-V's crops); ``options`` are the
+    ``processor_kwargs`` given to :func:`load_remote_vlm` (e.g. ``num_crops``) over the
+    checkpoint's ``preprocessor_config.json``. Default: resize (``preprocessing.resize_mode``:
+    shortest edge + centre crop, or ``"squash"``), normalise.
+``image_token``, ``image_start``, ``image_end``, ``text_specials``
+    The prompt: the filler token at the image positions (None: the tokenizer's pad token), the
+    tokens around it, and whether the text after the image is tokenized with the tokenizer's
+    special tokens again (VLM2Vec's Phi-3-V processor does: a second BOS).
+``auto_class``
+    The transformers auto class the checkpoint's ``auto_map`` names for the model
+    (``AutoModelForCausalLM`` for the real ones); attribute paths start from it.
+``processor_options``
+    The ``processor_kwargs`` names the adapter's ``image_transform`` takes.
+``language_model``, ``lm_method``, ``lm_inputs``
+    The decoder is ``getattr(<language_model>, lm_method)(input_ids=..., attention_mask=...,
+    position_ids=..., use_cache=False, return_dict=True, **lm_inputs(prompt))``. Its token
+    embedding (``get_input_embeddings()``) is hooked for that call to return featkit's
+    embeddings (the image tokens in place), because remote forwards differ on
+    ``inputs_embeds`` (Qwen-VL's tests ``input_ids`` for image tags first, VLM2Vec's Phi-3-V
+    rebuilds the embeddings from ``input_ids``); the image block's ids are replaced by the filler
+    so no forward sees an image tag. ``lm_inputs``: a named function giving extra inputs (CogVLM2's
+    ``token_type_ids`` and its position rule) and position ids (default: counted over real tokens).
+
+An adapter for a model whose ``config.model_type`` is ``"my_vlm"``::
 
     register_remote_adapter(RemoteCodeAdapter(
         model_type="my_vlm", vision="vision_tower", projector="mm_projector",
         language_model="llm.model", image_token="<image>",
         preprocessing=Preprocessing(size=448, mean=(0.5,) * 3, std=(0.5,) * 3)))
-
-No adapter ships for a real remote-code model yet (their weights cannot be fetched here to test
-one): Qwen-VL-Chat, InternVL-Chat-V1.1 and CogVLM2 need one written against their code.
 """
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extractors.base import ExtractorSpec, Preprocessing, TextEmbedder
+from extractors.hf_remote_adapters import SHIPPED, Prompt, RemoteCodeAdapter, captured
 from extractors.hf_vlm import DEFAULT_INSTRUCTION, last_token_index, positions_from_mask
 from featkit.errors import FeatkitError, UnknownNameError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-
-@dataclass(frozen=True)
-class RemoteCodeAdapter:
-    """How featkit drives one remote-code VLM (see the module docstring)."""
-
-    model_type: str
-    vision: str
-    projector: str
-    language_model: str
-    image_token: str
-    preprocessing: Preprocessing
-    tokens_attribute: str | None = None
-    drop_cls: bool = False
-    description: str = ""
 
 
 _ADAPTERS: dict[str, RemoteCodeAdapter] = {}
@@ -67,8 +91,16 @@ def register_remote_adapter(adapter: RemoteCodeAdapter) -> RemoteCodeAdapter:
     return adapter
 
 
+for _shipped in SHIPPED:
+    register_remote_adapter(_shipped)
+
+__all__ = ["Prompt", "RemoteCodeAdapter", "RemoteCodeVLMExtractor", "captured", "check_trusted",
+           "load_remote_vlm", "register_remote_adapter", "remote_adapter"]
+
+
 def remote_adapter(model_type: str, model: str) -> RemoteCodeAdapter:
-    """The adapter registered for ``model_type``; none is a one-line error saying how to add one."""
+    """The adapter registered for ``model_type`` (the shipped ones are registered when this
+    module is imported); none is a one-line error saying how to add one."""
     if model_type not in _ADAPTERS:
         known = ", ".join(_ADAPTERS) or "none registered"
         raise UnknownNameError(
@@ -92,19 +124,28 @@ def check_trusted(config: Mapping[str, Any], model: str, trusted: bool) -> bool:
     return True
 
 
-def _transform(pre: Preprocessing):
+def square_transform(pre: Preprocessing):
+    """PIL image -> normalised ``(3, size, size)`` tensor: shortest edge + centre crop, or the
+    whole image resized to the square (``resize_mode="squash"``, Qwen-VL's and CogVLM2's own)."""
     from torchvision import transforms
 
     from extractors.transforms import to_rgb
 
     interpolation = transforms.InterpolationMode(pre.interpolation)
-    return transforms.Compose([
-        to_rgb,
-        transforms.Resize(pre.size, interpolation=interpolation),
-        transforms.CenterCrop(pre.size),
-        transforms.ToTensor(),
-        transforms.Normalize(pre.mean, pre.std),
-    ])
+    if pre.resize_mode == "squash":
+        resize = [transforms.Resize((pre.size, pre.size), interpolation=interpolation)]
+    else:
+        resize = [transforms.Resize(pre.size, interpolation=interpolation),
+                  transforms.CenterCrop(pre.size)]
+    return transforms.Compose([to_rgb, *resize, transforms.ToTensor(),
+                               transforms.Normalize(pre.mean, pre.std)])
+
+
+def _default_encode(adapter: RemoteCodeAdapter, model: Any, pixels: torch.Tensor):
+    output = operator.attrgetter(adapter.vision)(model)(pixels)
+    tokens = operator.attrgetter(adapter.tokens_attribute)(output) if adapter.tokens_attribute else output
+    tokens = tokens[:, 1:] if adapter.drop_cls else tokens
+    return tokens, operator.attrgetter(adapter.projector)(model)(tokens)
 
 
 class RemoteCodeVLMExtractor(TextEmbedder):
@@ -112,75 +153,133 @@ class RemoteCodeVLMExtractor(TextEmbedder):
 
     def __init__(self, spec: ExtractorSpec, model: Any, tokenizer: Any, *,
                  adapter: RemoteCodeAdapter, weights_identity: str, device: str = "cpu",
-                 precision: str = "fp32", instruction: str = DEFAULT_INSTRUCTION) -> None:
+                 precision: str = "fp32", instruction: str = DEFAULT_INSTRUCTION,
+                 image_options: Mapping[str, Any] | None = None) -> None:
         import torch
+        from PIL import Image
 
         self.spec = spec
         self.model = model
         self.adapter = adapter
         self.tokenizer = tokenizer
-        self.vision = operator.attrgetter(adapter.vision)(model)
-        self.projector = operator.attrgetter(adapter.projector)(model)
         self.language_model = operator.attrgetter(adapter.language_model)(model)
         self.weights_identity = weights_identity
         self.device = str(device)
         self.precision = precision
         self.dtype = next(model.parameters()).dtype
         self.instruction = instruction
-        self.transform = _transform(adapter.preprocessing)
-        self.preprocessing = {**adapter.preprocessing.to_dict(), "transform": "torchvision"}
-        probe = torch.zeros(1, 3, adapter.preprocessing.size, adapter.preprocessing.size,
-                            device=self.device, dtype=self.dtype)
+        pre = adapter.preprocessing
+        if adapter.image_size is not None:
+            pre = replace(pre, size=int(adapter.image_size(model.config)))
+        self.image_preprocessing = pre
+        if adapter.image_transform is not None:
+            self.transform, self.image_settings = adapter.image_transform(pre, dict(image_options or {}))
+        else:
+            self.transform, self.image_settings = square_transform(pre), {}
+        self.preprocessing = {**pre.to_dict(), "transform": "torchvision", **self.image_settings}
+        probe = self.transform(Image.new("RGB", (pre.size, pre.size)))[None]
         with torch.inference_mode():
-            tokens = self._vision_tokens(probe)
-            projected = self.projector(tokens)
-        self.n_image_tokens = int(projected.shape[1])
-        self.kinds = {"visual": int(tokens.shape[-1]), "aligned": int(projected.shape[-1]),
-                      "last_token": int(projected.shape[-1])}
-        self.image_token_id = tokenizer.convert_tokens_to_ids(adapter.image_token)
-        if self.image_token_id == tokenizer.unk_token_id:
-            raise FeatkitError(f"{spec.name}: the tokenizer has no image token {adapter.image_token!r}")
-        self.prompt = f"{adapter.image_token * self.n_image_tokens} {instruction}"
-        self._prompt_ids = tokenizer([self.prompt], return_tensors="pt")["input_ids"].to(self.device)
+            visual, aligned = self._encode(probe.to(self.device, self.dtype))
+        self.n_image_tokens = int(aligned.shape[1])
+        self.kinds = {"visual": int(visual.shape[-1]), "aligned": int(aligned.shape[-1]),
+                      "last_token": int(aligned.shape[-1])}
+        self._build_prompt()
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise FeatkitError(f"{self.spec.name}: the tokenizer has no token {token!r}")
+        return int(token_id)
+
+    def _build_prompt(self) -> None:
+        import torch
+
+        adapter, tokenizer = self.adapter, self.tokenizer
+        if adapter.image_token is None:
+            if tokenizer.pad_token_id is None:
+                raise FeatkitError(f"{self.spec.name}: the tokenizer has no pad token to mark the image")
+            self.image_token_id = int(tokenizer.pad_token_id)
+        else:
+            self.image_token_id = self._token_id(adapter.image_token)
+        lead = list(tokenizer("")["input_ids"])
+        start = [self._token_id(adapter.image_start)] if adapter.image_start else []
+        end = [self._token_id(adapter.image_end)] if adapter.image_end else []
+        text = list(tokenizer(f" {self.instruction}",
+                              add_special_tokens=adapter.text_specials)["input_ids"])
+        ids = lead + start + [self.image_token_id] * self.n_image_tokens + end + text
+        block = torch.zeros(len(ids), dtype=torch.bool)
+        block[len(lead):len(lead) + len(start) + self.n_image_tokens + len(end)] = True
+        image = torch.zeros(len(ids), dtype=torch.bool)
+        image[len(lead) + len(start):len(lead) + len(start) + self.n_image_tokens] = True
+        self._prompt_ids = torch.tensor([ids], device=self.device)
+        self._image_mask = image[None].to(self.device)
+        self._block_mask = block[None].to(self.device)
 
     def key_settings(self) -> dict[str, Any]:
         return {"instruction": self.instruction, "remote_code_adapter": self.adapter.model_type,
+                **dict(self.adapter.settings), **self.image_settings,
                 "pooling": "mean tokens; last_token: last non-padding token, L2-normalised"}
 
     def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return tuple(self.adapter.preprocessing.mean), tuple(self.adapter.preprocessing.std)
+        return tuple(self.image_preprocessing.mean), tuple(self.image_preprocessing.std)
 
-    def _vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        output = self.vision(pixels)
-        attribute = self.adapter.tokens_attribute
-        tokens = operator.attrgetter(attribute)(output) if attribute else output
-        return tokens[:, 1:] if self.adapter.drop_cls else tokens
+    def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.adapter.encode is not None:
+            return self.adapter.encode(self.model, pixels)
+        return _default_encode(self.adapter, self.model, pixels)
+
+    def image_prompt(self, batch: int) -> Prompt:
+        """The image prompt's ids for ``batch`` images (no padding: every image gives the same)."""
+        import torch
+
+        ids = self._prompt_ids.expand(batch, -1)
+        return Prompt(ids, torch.ones_like(ids), self._image_mask.expand(batch, -1),
+                      self._block_mask.expand(batch, -1))
 
     def forward(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         import torch
 
         self.check_kinds(kinds)
         with torch.inference_mode():
-            tokens = self._vision_tokens(images.to(self.device, self.dtype))
-            projected = self.projector(tokens)
-            out = {"visual": tokens.mean(dim=1), "aligned": projected.mean(dim=1)}
+            visual, aligned = self._encode(images.to(self.device, self.dtype))
+            out = {"visual": visual.float().mean(dim=1), "aligned": aligned.float().mean(dim=1)}
             if "last_token" in kinds:
-                ids = self._prompt_ids.expand(len(images), -1)
-                out["last_token"] = self._last_token(ids, torch.ones_like(ids), projected)
+                out["last_token"] = self.decode(self.image_prompt(len(images)), aligned)
         return {k: out[k] for k in kinds}
 
-    def _last_token(self, input_ids, mask, projected=None) -> torch.Tensor:
+    def decode(self, prompt: Prompt, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, D)`` L2-normalised last-token states of the decoder on ``prompt``, the image
+        positions holding ``image_tokens`` (see the module docstring for the call)."""
         import torch
 
-        embeds = self.language_model.get_input_embeddings()(input_ids)
-        if projected is not None:
-            where = (input_ids == self.image_token_id).unsqueeze(-1)
-            embeds = embeds.masked_scatter(where, projected.to(embeds.dtype).reshape(-1, embeds.shape[-1]))
-        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask,
-                                     position_ids=positions_from_mask(mask),
-                                     return_dict=True).last_hidden_state
+        embedding = self.language_model.get_input_embeddings()
+        embeds = embedding(prompt.input_ids)
+        if image_tokens is not None:
+            flat = image_tokens.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+            embeds = embeds.masked_scatter(prompt.image_mask.unsqueeze(-1), flat)
+        inputs = {"position_ids": positions_from_mask(prompt.attention_mask)}
+        if self.adapter.lm_inputs is not None:
+            inputs.update(self.adapter.lm_inputs(prompt))
+        calls: list[int] = []
+
+        def replace_embeddings(_module, _args, _out):
+            calls.append(1)
+            return embeds
+
+        handle = embedding.register_forward_hook(replace_embeddings)
+        try:
+            hidden = getattr(self.language_model, self.adapter.lm_method)(
+                input_ids=prompt.input_ids.masked_fill(prompt.block_mask, self.image_token_id),
+                attention_mask=prompt.attention_mask, use_cache=False, return_dict=True,
+                **inputs).last_hidden_state
+        finally:
+            handle.remove()
+        if len(calls) != 1:
+            raise FeatkitError(f"{self.spec.name}: {self.adapter.language_model}."
+                               f"{self.adapter.lm_method} called its token embedding {len(calls)} "
+                               f"times (the hook expects one call per forward)")
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return torch.nn.functional.normalize(hidden[rows, last_token_index(mask)].float(), dim=-1)
+        return torch.nn.functional.normalize(hidden[rows, last_token_index(prompt.attention_mask)].float(), dim=-1)
 
     def embed_texts(self, texts: Sequence[str], *, instruction: str | None = None,
                     batch_size: int = 32, progress: bool = False) -> np.ndarray:
@@ -194,17 +293,26 @@ class RemoteCodeVLMExtractor(TextEmbedder):
             for start in range(0, len(prompts), batch_size):
                 encoded = self.tokenizer(prompts[start:start + batch_size], padding=True,
                                          return_tensors="pt")
-                vectors = self._last_token(encoded["input_ids"].to(self.device),
-                                           encoded["attention_mask"].to(self.device))
+                ids = encoded["input_ids"].to(self.device)
+                none = torch.zeros_like(ids, dtype=torch.bool)
+                vectors = self.decode(Prompt(ids, encoded["attention_mask"].to(self.device), none, none))
                 out[start:start + len(vectors)] = vectors.cpu().numpy()
         return out
 
 
+def _published_processor_settings(path: Path) -> dict[str, Any]:
+    config = path / "preprocessor_config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
 def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_identity: str,
                     device: str = "cpu", precision: str = "fp32",
-                    options: Mapping[str, Any] | None = None) -> RemoteCodeVLMExtractor:
+                    options: Mapping[str, Any] | None = None,
+                    processor_kwargs: Mapping[str, Any] | None = None) -> RemoteCodeVLMExtractor:
     """Load a trusted remote-code checkpoint and wrap it in its adapter (weights never random:
-    a parameter missing from the checkpoint is refused)."""
+    a parameter missing from the checkpoint is refused). ``processor_kwargs``: image settings
+    the adapter accepts (its ``processor_options``, e.g. Phi-3.5-V's ``num_crops``), over the
+    checkpoint's ``preprocessor_config.json``; they enter the cache key."""
     import torch
     import transformers
 
@@ -212,10 +320,18 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     from featkit.errors import MissingWeightsError
 
     adapter = remote_adapter(model_type, spec.name)
+    unknown = sorted(set(processor_kwargs or {}) - set(adapter.processor_options))
+    if unknown:
+        raise FeatkitError(f"{spec.name}: processor_kwargs {', '.join(unknown)} are not image "
+                           f"settings of the {model_type} adapter (it takes: "
+                           f"{', '.join(adapter.processor_options) or 'none'})")
+    published = _published_processor_settings(Path(path))
+    image_options = {name: published[name] for name in adapter.processor_options if name in published}
+    image_options.update(processor_kwargs or {})
     on_gpu = str(device).startswith("cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if on_gpu else torch.float32
     try:
-        model, info = transformers.AutoModel.from_pretrained(
+        model, info = getattr(transformers, adapter.auto_class).from_pretrained(
             path, trust_remote_code=True, local_files_only=True, dtype=dtype,
             output_loading_info=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=True,
@@ -230,4 +346,5 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     return RemoteCodeVLMExtractor(spec, model, tokenizer, adapter=adapter,
                                   weights_identity=weights_identity, device=device,
                                   precision=precision,
-                                  instruction=(options or {}).get("instruction") or DEFAULT_INSTRUCTION)
+                                  instruction=(options or {}).get("instruction") or DEFAULT_INSTRUCTION,
+                                  image_options=image_options)

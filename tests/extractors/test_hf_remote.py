@@ -73,7 +73,7 @@ def test_a_registered_adapter_drives_it(checkpoint):
     with torch.inference_mode():
         tokens = model.vision(pixels)[:, 1:]
         projected = model.projector(tokens)
-        ids = vlm.tokenizer([vlm.prompt] * 2, return_tensors="pt")["input_ids"]
+        ids = vlm.image_prompt(2).input_ids
         embeds = model.language_model.get_input_embeddings()(ids)
         embeds[ids == vlm.image_token_id] = projected.reshape(-1, 48)
         hidden = model.language_model(inputs_embeds=embeds).last_hidden_state[:, -1]

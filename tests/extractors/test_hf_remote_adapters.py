@@ -1,0 +1,225 @@
+"""The shipped remote-code adapters (extractors/hf_remote_adapters.py) on tiny models written in
+the layout of each real model's code (tests/extractors/remote_code/): refused without
+trust_remote_code, every kind equal to the model's own calls, padding- and batch-independent,
+a checkpoint missing a tensor refused in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from extractors import load_extractor  # noqa: E402
+from extractors.tiny_vlms import CHARACTERS, _char_tokenizer  # noqa: E402
+from featkit.errors import FeatkitError, MissingWeightsError  # noqa: E402
+
+CODE = Path(__file__).parent / "remote_code"
+TRUSTED = {"trust_remote_code": True}
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, CODE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _save(root: Path, module, model_class: str, config, tokenizer, auto_class: str) -> Path:
+    getattr(module, type(config).__name__).register_for_auto_class()
+    getattr(module, model_class).register_for_auto_class(auto_class)
+    torch.manual_seed(0)
+    model = getattr(module, model_class)(config).eval()
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def _vocab(specials: list[str], tail: dict[str, int] | None = None) -> dict[str, int]:
+    tokens = specials + [c for c in CHARACTERS if c not in specials]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    vocab.update(tail or {})
+    return vocab
+
+
+def _llama(vocab: dict[str, int], **extra) -> dict:
+    return {"vocab_size": max(vocab.values()) + 1, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 512, "pad_token_id": vocab["<pad>"], **extra}
+
+
+def build_internvl(root: Path) -> Path:
+    module = _module("tiny_internvl_chat")
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<img>", "</img>", "<IMG_CONTEXT>"]
+    vocab = _vocab(specials)
+    config = module.InternVLChatConfig(
+        vision_config={"image_size": 32, "patch_size": 4, "hidden_size": 16,
+                       "num_attention_heads": 2, "num_hidden_layers": 3},
+        llm_config=_llama(vocab), select_layer=-2, downsample_ratio=0.5, ps_version="v2")
+    tokenizer = _char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>",
+                                eos_token="</s>", extra_special_tokens=specials[4:])
+    return _save(root, module, "InternVLChatModel", config, tokenizer, "AutoModel")
+
+
+QWEN_START = 300
+
+
+def build_qwen(root: Path) -> Path:
+    module = _module("tiny_qwen_vl")
+    tags = {"<img>": QWEN_START, "</img>": QWEN_START + 1, "<imgpad>": QWEN_START + 2}
+    vocab = _vocab(["<|endoftext|>", "<unk>"], tags)
+    config = module.QWenConfig(vocab_size=QWEN_START + 8, visual={
+        "image_size": 28, "patch_size": 7, "width": 16, "layers": 2, "heads": 2,
+        "n_queries": 16, "output_dim": 32, "image_start_id": QWEN_START})
+    tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>",
+                                extra_special_tokens=list(tags))
+    return _save(root, module, "QWenLMHeadModel", config, tokenizer, "AutoModelForCausalLM")
+
+
+BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def checkpoint(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param) / "tiny"
+    return request.param, BUILDERS[request.param](root)
+
+
+@pytest.fixture(scope="module")
+def vlm(checkpoint):
+    return checkpoint[0], load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+
+
+def _images(n: int = 3):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray((rng.random((30 + 3 * i, 26, 3)) * 255).astype("uint8")) for i in range(n)]
+
+
+def _close(a, b, tol: float = 1e-5) -> bool:
+    return float((torch.as_tensor(a).float() - torch.as_tensor(b).float()).abs().max()) <= tol
+
+
+def test_refused_without_trust_remote_code(checkpoint):
+    with pytest.raises(FeatkitError, match="--trust-remote-code") as err:
+        load_extractor(f"hf:{checkpoint[1]}")
+    assert "\n" not in str(err.value)
+
+
+def _own_calls(kind: str, model, pixels):
+    """(visual tokens, aligned tokens) from the tiny model's own methods."""
+    if kind == "internvl_chat":
+        out = model.vision_model(pixel_values=pixels, output_hidden_states=True)
+        return out.hidden_states[model.config.select_layer][:, 1:], model.extract_feature(pixels)
+    if kind == "qwen":
+        visual = model.transformer.visual
+        x = visual.conv1(pixels).flatten(2).permute(0, 2, 1)
+        x = visual.ln_pre(x + visual.positional_embedding)
+        tokens = visual.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        return tokens, visual(pixels)
+    raise AssertionError(kind)
+
+
+def test_visual_and_aligned_are_the_models_own(vlm):
+    kind, vlm = vlm
+    pixels = torch.stack([vlm.transform(im) for im in _images()])
+    out = vlm(pixels, ["visual", "aligned"])
+    with torch.inference_mode():
+        tokens, aligned = _own_calls(kind, vlm.model, pixels)
+    assert _close(out["visual"], tokens.mean(1)) and _close(out["aligned"], aligned.mean(1))
+    assert vlm.n_image_tokens == aligned.shape[1]
+
+
+def _own_last_token(kind: str, vlm, images, tmp_path) -> torch.Tensor:
+    """The last-token state of the model's own multimodal forward on the same prompt."""
+    model = vlm.model
+    if kind == "internvl_chat":
+        pixels = torch.stack([vlm.transform(im) for im in images])
+        ids = vlm.image_prompt(len(images)).input_ids
+        embeds = model.language_model.get_input_embeddings()(ids).clone()
+        embeds[ids == vlm.image_token_id] = model.extract_feature(pixels).reshape(-1, embeds.shape[-1])
+        hidden = model.language_model.model(inputs_embeds=embeds).last_hidden_state
+    elif kind == "qwen":
+        rows = []
+        for index, image in enumerate(images):
+            path = f"{index}.png"  # relative (the test runs in tmp_path): it fits in 16 ids
+            image.save(tmp_path / path)
+            ids = vlm.image_prompt(1).input_ids[0].tolist()
+            start = ids.index(QWEN_START)
+            name = list(str(path).encode())
+            assert len(name) < vlm.n_image_tokens
+            ids[start + 1:start + 1 + len(name)] = name
+            rows.append(ids)
+        hidden = model.transformer(input_ids=torch.tensor(rows)).last_hidden_state
+    return torch.nn.functional.normalize(hidden[:, -1], dim=-1)
+
+
+def test_last_token_is_the_models_own_forward(vlm, tmp_path, monkeypatch):
+    kind, vlm = vlm
+    monkeypatch.chdir(tmp_path)
+    images = _images(2)
+    pixels = torch.stack([vlm.transform(im) for im in images])
+    if kind == "qwen":
+        # Qwen-VL's forward reads the PNG itself; the PNG round trip is lossless
+        images = [Image.fromarray(np.asarray(im)) for im in images]
+    out = vlm(pixels, ["last_token"])["last_token"]
+    with torch.inference_mode():
+        reference = _own_last_token(kind, vlm, images, tmp_path)
+    assert _close(out, reference)
+
+
+def test_batched_equals_one_at_a_time(vlm):
+    _, vlm = vlm
+    pixels = torch.stack([vlm.transform(im) for im in _images()])
+    kinds = ["visual", "aligned", "last_token"]
+    batch = vlm(pixels, kinds)
+    for index in range(len(pixels)):
+        single = vlm(pixels[index:index + 1], kinds)
+        assert all(_close(batch[k][index], single[k][0]) for k in kinds)
+    texts = vlm.embed_texts(["a bird", "a photo of a small dog"])
+    assert np.abs(texts[1] - vlm.embed_texts(["a photo of a small dog"])[0]).max() <= 1e-5
+
+
+def test_left_and_right_padding_give_the_same_last_token(vlm):
+    _, vlm = vlm
+    texts = ["a bird", "a photo of a small dog"]
+    side = vlm.tokenizer.padding_side
+    try:
+        vlm.tokenizer.padding_side = "left"
+        left = vlm.embed_texts(texts)
+        vlm.tokenizer.padding_side = "right"
+        right = vlm.embed_texts(texts)
+    finally:
+        vlm.tokenizer.padding_side = side
+    assert np.abs(left - right).max() <= 1e-5
+    assert np.abs(left[0] - left[1]).max() > 1e-3
+
+
+def test_a_missing_tensor_is_one_line(checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint[1], broken)
+    weights = load_file(broken / "model.safetensors")
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(MissingWeightsError, match="missing") as err:
+        load_extractor(f"hf:{broken}", options=TRUSTED)
+    assert "\n" not in str(err.value)
+
+
+def test_adapter_settings_enter_the_key(vlm):
+    kind, vlm = vlm
+    assert vlm.key_settings()["remote_code_adapter"] == kind
+    assert json.dumps(vlm.key_settings())
