@@ -34,18 +34,21 @@ def build_tiny_molmo2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     vocab = _vocab(MOLMO2_SPECIALS, None)
     tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
                                 extra_special_tokens=MOLMO2_SPECIALS[3:])
+    # weights of std 0.3 / 0.1 (not 0.02): at 0.02 the adapter's gated MLP shrinks the image
+    # tokens to ~1e-10 and the tests could not tell one image from another
     heads = {"num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 8}
     config = Molmo2Config(
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "image_size": [16, 16], "patch_size": 4, **heads},
+                       "image_size": [16, 16], "patch_size": 4, "initializer_range": 0.3, **heads},
         adapter_config={"vision_feature_layer": [-1, 0], "hidden_size": 32, "intermediate_size": 64,
-                        "text_hidden_size": 48, **heads},
+                        "text_hidden_size": 48, "initializer_range": 0.1, **heads},
         text_config={"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
                      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12,
                      "vocab_size": len(vocab), "additional_vocab_size": 0,
                      "max_position_embeddings": 1024, "pad_token_id": vocab["<|endoftext|>"],
-                     "bos_token_id": vocab["<|im_end|>"], "eos_token_id": vocab["<|im_end|>"]},
-        image_start_token_id=vocab["<im_start>"], low_res_image_start_token_id=vocab["<low_res_im_start>"],
+                     "bos_token_id": vocab["<|im_end|>"], "eos_token_id": vocab["<|im_end|>"],
+                     "initializer_range": 0.3},
+        initializer_range=0.3, image_start_token_id=vocab["<im_start>"], low_res_image_start_token_id=vocab["<low_res_im_start>"],
         image_end_token_id=vocab["<im_end>"], image_patch_id=vocab["<im_patch>"],
         frame_start_token_id=vocab["<frame_start>"], frame_end_token_id=vocab["<frame_end>"],
     )
