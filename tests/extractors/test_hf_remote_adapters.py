@@ -85,7 +85,18 @@ def build_qwen(root: Path) -> Path:
     return _save(root, module, "QWenLMHeadModel", config, tokenizer, "AutoModelForCausalLM")
 
 
-BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen}
+def build_cogvlm2(root: Path) -> Path:
+    module = _module("tiny_cogvlm2")
+    vocab = _vocab(["<pad>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>"])
+    config = module.CogVLMConfig(vocab_size=len(vocab), vision_config={
+        "image_size": 28, "patch_size": 7, "hidden_size": 16, "num_heads": 2,
+        "num_hidden_layers": 2, "scaling_factor": 8.0})
+    tokenizer = _char_tokenizer(vocab, bos="<|begin_of_text|>", pad_token="<pad>",
+                                bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    return _save(root, module, "CogVLMForCausalLM", config, tokenizer, "AutoModelForCausalLM")
+
+
+BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen, "cogvlm2": build_cogvlm2}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -125,6 +136,9 @@ def _own_calls(kind: str, model, pixels):
         x = visual.ln_pre(x + visual.positional_embedding)
         tokens = visual.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         return tokens, visual(pixels)
+    if kind == "cogvlm2":
+        vision = model.model.vision
+        return vision.transformer(vision.patch_embedding(pixels))[:, 1:], vision(pixels)
     raise AssertionError(kind)
 
 
@@ -159,6 +173,12 @@ def _own_last_token(kind: str, vlm, images, tmp_path) -> torch.Tensor:
             ids[start + 1:start + 1 + len(name)] = name
             rows.append(ids)
         hidden = model.transformer(input_ids=torch.tensor(rows)).last_hidden_state
+    elif kind == "cogvlm2":
+        pixels = [[vlm.transform(im)] for im in images]
+        prompt = vlm.image_prompt(len(images))
+        hidden = model.model(input_ids=prompt.input_ids, images=pixels,
+                             token_type_ids=prompt.image_mask.long(),
+                             attention_mask=prompt.attention_mask).last_hidden_state
     return torch.nn.functional.normalize(hidden[:, -1], dim=-1)
 
 
@@ -217,6 +237,16 @@ def test_a_missing_tensor_is_one_line(checkpoint, tmp_path):
     with pytest.raises(MissingWeightsError, match="missing") as err:
         load_extractor(f"hf:{broken}", options=TRUSTED)
     assert "\n" not in str(err.value)
+
+
+def test_cogvlm2_positions_follow_its_rule():
+    from extractors.hf_remote_adapters import cogvlm2_position_ids
+
+    module = _module("tiny_cogvlm2")
+    types = torch.tensor([[0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]])
+    mask = torch.tensor([[1] * 7, [0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
+    assert torch.equal(cogvlm2_position_ids(types, mask), module.build_position_ids(types, mask))
+    assert cogvlm2_position_ids(types, mask)[0].tolist() == [0, 1, 2, 2, 3, 4, 5]
 
 
 def test_adapter_settings_enter_the_key(vlm):
