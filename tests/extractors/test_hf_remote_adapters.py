@@ -96,7 +96,19 @@ def build_cogvlm2(root: Path) -> Path:
     return _save(root, module, "CogVLMForCausalLM", config, tokenizer, "AutoModelForCausalLM")
 
 
-BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen, "cogvlm2": build_cogvlm2}
+def build_phi3_v(root: Path) -> Path:
+    module = _module("tiny_phi3_v")
+    vocab = _vocab(["<unk>", "<s>", "</s>", "<|endoftext|>"])
+    config = module.Phi3VConfig(vocab_size=len(vocab))
+    tokenizer = _char_tokenizer(vocab, bos="<s>", pad_token="<|endoftext|>", bos_token="<s>",
+                                eos_token="</s>")
+    root = _save(root, module, "Phi3VForCausalLM", config, tokenizer, "AutoModelForCausalLM")
+    (root / "preprocessor_config.json").write_text(json.dumps({"num_crops": 4}))
+    return root
+
+
+BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen, "cogvlm2": build_cogvlm2,
+            "phi3_v": build_phi3_v}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -139,7 +151,19 @@ def _own_calls(kind: str, model, pixels):
     if kind == "cogvlm2":
         vision = model.model.vision
         return vision.transformer(vision.patch_embedding(pixels))[:, 1:], vision(pixels)
+    if kind == "phi3_v":
+        embedding = model.model.vision_embed_tokens
+        tokens = embedding.img_processor(pixels.flatten(0, 1), output_hidden_states=True).hidden_states[-2][:, 1:]
+        ids = -torch.ones(len(pixels), vlm_tokens(pixels), dtype=torch.long)
+        sizes = torch.tensor([[672, 672]] * len(pixels))
+        return tokens.reshape(len(pixels), -1, tokens.shape[-1]), embedding(ids, pixels, sizes)
     raise AssertionError(kind)
+
+
+def vlm_tokens(pixels) -> int:
+    """Phi-3-V's image token count for a square HD image of g x g crops (its processor's formula)."""
+    grid = int((pixels.shape[1] - 1) ** 0.5)
+    return (grid * grid + 1) * 144 + 1 + (grid + 1) * 12
 
 
 def test_visual_and_aligned_are_the_models_own(vlm):
@@ -178,6 +202,12 @@ def _own_last_token(kind: str, vlm, images, tmp_path) -> torch.Tensor:
         prompt = vlm.image_prompt(len(images))
         hidden = model.model(input_ids=prompt.input_ids, images=pixels,
                              token_type_ids=prompt.image_mask.long(),
+                             attention_mask=prompt.attention_mask).last_hidden_state
+    elif kind == "phi3_v":
+        pixels = torch.stack([vlm.transform(im) for im in images])
+        prompt = vlm.image_prompt(len(images))
+        ids = prompt.input_ids.masked_fill(prompt.image_mask, -1)
+        hidden = model.model(input_ids=ids, pixel_values=pixels, image_sizes=[[672, 672]] * len(images),
                              attention_mask=prompt.attention_mask).last_hidden_state
     return torch.nn.functional.normalize(hidden[:, -1], dim=-1)
 
@@ -249,7 +279,24 @@ def test_cogvlm2_positions_follow_its_rule():
     assert cogvlm2_position_ids(types, mask)[0].tolist() == [0, 1, 2, 2, 3, 4, 5]
 
 
+def test_phi3_v_num_crops_from_the_checkpoint_or_the_caller(checkpoint):
+    if checkpoint[0] != "phi3_v":
+        pytest.skip("Phi-3.5-V only")
+    from extractors.hf import load_hf_vlm  # noqa: F401  (the hf family loads remote code)
+    from extractors.hf_remote import load_remote_vlm
+
+    spec = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED).spec
+    wide = load_remote_vlm(spec, checkpoint[1], "phi3_v", weights_identity="x",
+                           processor_kwargs={"num_crops": 1}, options=TRUSTED)
+    assert wide.key_settings()["num_crops"] == 1 and wide.n_image_tokens == 2 * 144 + 1 + 2 * 12
+    with pytest.raises(FeatkitError, match="image_size"):
+        load_remote_vlm(spec, checkpoint[1], "phi3_v", weights_identity="x",
+                        processor_kwargs={"image_size": 3})
+
+
 def test_adapter_settings_enter_the_key(vlm):
     kind, vlm = vlm
+    if kind == "phi3_v":
+        assert vlm.key_settings()["num_crops"] == 4 and vlm.n_image_tokens == 757
     assert vlm.key_settings()["remote_code_adapter"] == kind
     assert json.dumps(vlm.key_settings())
