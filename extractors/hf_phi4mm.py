@@ -76,9 +76,19 @@ class Phi4MultimodalImages(ImageRoute):
         self.image_positions: torch.Tensor | None = None
 
     def setup(self, prompt_inputs: Mapping[str, Any]) -> None:
-        self.image_positions = (prompt_inputs["input_ids"][0] == self.image_token_id).to(self.extractor.device)
+        import torch
+
+        extractor = self.extractor
+        ids = prompt_inputs["input_ids"][:1].to(extractor.device)
+        self.image_positions = ids[0] == self.image_token_id
         if not self.image_positions.any():
-            raise FeatkitError(f"{self.extractor.spec.name}: the prompt has no image token")
+            raise FeatkitError(f"{extractor.spec.name}: the prompt has no image token")
+        # transformers 5.24 installs its hidden-state hooks lazily, per model, on first request;
+        # the base model installing after the tower did installs the tower's a second time (each
+        # block then records twice and the embedding's hidden_states[feature_layer] is None). A
+        # one-token text forward asking for hidden states installs them for the whole model once.
+        with torch.inference_mode():
+            extractor.base(input_ids=ids[:, :1], output_hidden_states=True, use_cache=False)
 
     def image_output(self, pixel_values: torch.Tensor, hidden: Sequence[int]) -> Phi4ImageOutput:
         extractor = self.extractor
@@ -106,6 +116,17 @@ class Phi4MultimodalImages(ImageRoute):
         for kind, (_, index) in requests.items():
             out[kind] = mean_over(output.hidden_states[index + 1], batch, real)
         return out
+
+    def inputs_output(self, kwargs: Mapping[str, Any]) -> Phi4ImageOutput:
+        """The prompt embeddings of processor inputs with their image tokens in place, built
+        before the language model's forward: inside a forward asked for hidden states the
+        embedding's own tower call loses its feature layer (transformers 5.24 raises)."""
+        extractor = self.extractor
+        ids = kwargs["input_ids"]
+        embeds = self.embedding(ids, extractor.base.get_input_embeddings()(ids),
+                                image_pixel_values=kwargs[extractor.arch.pixel_key],
+                                **{k: kwargs[k] for k in extractor.arch.image_inputs})
+        return Phi4ImageOutput(embeds, {})
 
     def language_inputs(self, kwargs: dict[str, Any], image_output: Any) -> dict[str, Any]:
         """With ``image_output`` (the prompt's embeddings, image tokens in place) the base model
