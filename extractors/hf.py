@@ -27,7 +27,10 @@ Ids are ``hf:<hub id or local directory>``. VLM feature kinds (all ``(B, D)``):
     VLM2Vec: prompt ``"<image-token> <instruction>"`` (no chat template; default instruction
     ``"Represent the given image."``; BLIP-2's processor puts its query tokens first itself),
     the base model's final-layer hidden state (after the final norm) at the last non-padding
-    token found from the attention mask, L2-normalised. The LM head is never called, so no
+    token found from the attention mask, L2-normalised. A VLM2Vec checkpoint (recognised by
+    name, or ``--option vlm2vec=v1|v2``) is embedded as VLM2Vec's own evaluation does instead:
+    prompt ``"<image-token>\n<instruction>\n"``, its image resizing and processor settings per
+    backbone (:mod:`extractors.vlm2vec`). The LM head is never called, so no
     full-vocabulary logits are computed (BLIP-2, whose forward ends in the head, runs its
     language model alone on the embeddings its forward would build). PaliGemma's prompts and
     texts are prefixes (bidirectional attention), as its processor marks them.
@@ -60,7 +63,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from extractors import add_alias, register
+from extractors import add_alias, register, vlm2vec
 from extractors.base import ExtractorSpec, Family, OptionSpec
 from extractors.hf_archs import (
     ARCHITECTURES,
@@ -97,6 +100,10 @@ OPTIONS = (
     OptionSpec("trust_remote_code", bool, False, changes_features=False,
                help="run the modelling code a checkpoint ships (config.json auto_map), through "
                     "its registered adapter (extractors.hf_remote); off unless asked"),
+    OptionSpec("vlm2vec", str, vlm2vec.AUTO, changes_features=True,
+               help="embed as VLM2Vec's own evaluation does (its prompt, image resizing and "
+                    "processor settings; extractors.vlm2vec): auto (published VLM2Vec checkpoints, "
+                    "by name), off, v1 or v2"),
     OptionSpec("image_size", int, None, changes_features=True,
                help=f"Qwen2-VL: the fixed square input size in pixels (default "
                     f"{DEFAULT_QWEN_IMAGE_SIZE}); LLaVA's processor fixes its own"),
@@ -307,9 +314,11 @@ def load_hf_vlm(
     options = dict(options or {})
     config_json = _read_json(path / "config.json")
     if check_trusted(config_json, spec.name, bool(options.get("trust_remote_code"))):
-        return load_remote_vlm(spec, path, str(config_json.get("model_type")),
-                               weights_identity=weights_identity, device=device,
-                               precision=precision, options=options)
+        model_type = str(config_json.get("model_type"))
+        return load_remote_vlm(spec, path, model_type, weights_identity=weights_identity,
+                               device=device, precision=precision, options=options,
+                               vlm2vec=_vlm2vec_protocol(spec, model_type, path, adapter, options),
+                               adapter_dir=adapter)
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
@@ -327,6 +336,7 @@ def load_hf_vlm(
         raise FeatkitError(f"option image_size={options['image_size']}: {spec.name} is a "
                            f"{arch.title} ({architecture}), whose image processor fixes its input "
                            f"size (the option is for models with dynamic resolution, e.g. Qwen2-VL)")
+    protocol = _vlm2vec_protocol(spec, arch.name if arch else tower.name, path, adapter, options)
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float32
     if on_gpu and precision in ("bf16", "fp16"):
@@ -342,7 +352,8 @@ def load_hf_vlm(
         try:
             model, info = model_class.from_pretrained(path, **kwargs)
             loader = transformers.AutoImageProcessor if tower else transformers.AutoProcessor
-            processor = loader.from_pretrained(path, local_files_only=True)
+            processor = loader.from_pretrained(
+                path, local_files_only=True, **(protocol.processor_kwargs if protocol else {}))
         except OSError as err:
             raise MissingWeightsError(f"cannot load {spec.name} from {path}: {first_line(err)}") from None
         missing = sorted(info.get("missing_keys") or [])
@@ -377,4 +388,20 @@ def load_hf_vlm(
         instruction=options.get("instruction") or DEFAULT_INSTRUCTION,
         image_size=options.get("image_size"),
         base_model_reference=base_model_reference,
+        vlm2vec=protocol,
     )
+
+
+def _vlm2vec_protocol(spec: ExtractorSpec, architecture: str, path: Path, adapter: str | None,
+                      options: Mapping[str, Any]) -> vlm2vec.Vlm2VecProtocol | None:
+    """VLM2Vec's protocol for this load (by the option, or the checkpoint's name: the hub id,
+    the weights directory or the LoRA repository), checked against the other options."""
+    option = options.get("vlm2vec") or vlm2vec.AUTO
+    names = [spec.name.partition(":")[2], str(path), adapter]
+    protocol = vlm2vec.protocol_for(option, architecture, names, spec.name)
+    if protocol is not None and protocol.stretch_to and options.get("image_size") is not None:
+        raise FeatkitError(
+            f"option image_size={options['image_size']}: {spec.name} is embedded as VLM2Vec "
+            f"{protocol.release} does, which stretches every image to {protocol.stretch_to} px; "
+            f"pass --option vlm2vec=off to choose the size")
+    return protocol

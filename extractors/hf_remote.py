@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 from extractors.base import ExtractorSpec, Preprocessing, TextEmbedder
 from extractors.hf_remote_adapters import SHIPPED, Prompt, RemoteCodeAdapter, captured
 from extractors.hf_vlm import DEFAULT_INSTRUCTION, last_token_index, positions_from_mask
+from extractors.vlm2vec import Vlm2VecProtocol
 from featkit.errors import FeatkitError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -154,7 +155,9 @@ class RemoteCodeVLMExtractor(TextEmbedder):
     def __init__(self, spec: ExtractorSpec, model: Any, tokenizer: Any, *,
                  adapter: RemoteCodeAdapter, weights_identity: str, device: str = "cpu",
                  precision: str = "fp32", instruction: str = DEFAULT_INSTRUCTION,
-                 image_options: Mapping[str, Any] | None = None) -> None:
+                 image_options: Mapping[str, Any] | None = None,
+                 vlm2vec: Vlm2VecProtocol | None = None,
+                 adapter_identity: str | None = None) -> None:
         import torch
         from PIL import Image
 
@@ -168,6 +171,8 @@ class RemoteCodeVLMExtractor(TextEmbedder):
         self.precision = precision
         self.dtype = next(model.parameters()).dtype
         self.instruction = instruction
+        self.vlm2vec = vlm2vec
+        self.adapter_identity = adapter_identity
         pre = adapter.preprocessing
         if adapter.image_size is not None:
             pre = replace(pre, size=int(adapter.image_size(model.config)))
@@ -204,7 +209,9 @@ class RemoteCodeVLMExtractor(TextEmbedder):
         lead = list(tokenizer("")["input_ids"])
         start = [self._token_id(adapter.image_start)] if adapter.image_start else []
         end = [self._token_id(adapter.image_end)] if adapter.image_end else []
-        text = list(tokenizer(f" {self.instruction}",
+        after_image = (f"\n{self.instruction}\n" if self.vlm2vec is not None  # VLM2Vec's eval prompt
+                       else f" {self.instruction}")
+        text = list(tokenizer(after_image,
                               add_special_tokens=adapter.text_specials)["input_ids"])
         ids = lead + start + [self.image_token_id] * self.n_image_tokens + end + text
         block = torch.zeros(len(ids), dtype=torch.bool)
@@ -217,7 +224,9 @@ class RemoteCodeVLMExtractor(TextEmbedder):
 
     def key_settings(self) -> dict[str, Any]:
         return {"instruction": self.instruction, "remote_code_adapter": self.adapter.model_type,
+                "adapter": self.adapter_identity,
                 **dict(self.adapter.settings), **self.image_settings,
+                **({"vlm2vec": self.vlm2vec.settings()} if self.vlm2vec is not None else {}),
                 "pooling": "mean tokens; last_token: last non-padding token, L2-normalised"}
 
     def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -308,18 +317,24 @@ def _published_processor_settings(path: Path) -> dict[str, Any]:
 def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_identity: str,
                     device: str = "cpu", precision: str = "fp32",
                     options: Mapping[str, Any] | None = None,
-                    processor_kwargs: Mapping[str, Any] | None = None) -> RemoteCodeVLMExtractor:
+                    processor_kwargs: Mapping[str, Any] | None = None,
+                    vlm2vec: Vlm2VecProtocol | None = None,
+                    adapter_dir: str | None = None) -> RemoteCodeVLMExtractor:
     """Load a trusted remote-code checkpoint and wrap it in its adapter (weights never random:
     a parameter missing from the checkpoint is refused). ``processor_kwargs``: image settings
     the adapter accepts (its ``processor_options``, e.g. Phi-3.5-V's ``num_crops``), over the
-    checkpoint's ``preprocessor_config.json``; they enter the cache key."""
+    checkpoint's ``preprocessor_config.json``; they enter the cache key. ``vlm2vec``: embed as
+    VLM2Vec's evaluation does (its prompt; its ``processor_kwargs`` under the caller's).
+    ``adapter_dir``: a peft adapter directory merged into the weights (VLM2Vec's LoRA on Phi-3.5-V)."""
     import torch
     import transformers
 
-    from extractors.hf_weights import first_line
+    from extractors.hf_weights import first_line, merge_adapter
     from featkit.errors import MissingWeightsError
 
     adapter = remote_adapter(model_type, spec.name)
+    if vlm2vec is not None:
+        processor_kwargs = {**vlm2vec.processor_kwargs, **(processor_kwargs or {})}
     unknown = sorted(set(processor_kwargs or {}) - set(adapter.processor_options))
     if unknown:
         raise FeatkitError(f"{spec.name}: processor_kwargs {', '.join(unknown)} are not image "
@@ -342,9 +357,13 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     if missing:
         raise MissingWeightsError(f"{path}: {len(missing)} parameter(s) missing from the checkpoint "
                                   f"(e.g. {missing[0]}); featkit never runs random weights")
+    adapter_identity = None
+    if adapter_dir:
+        model, adapter_identity = merge_adapter(model, adapter_dir)
     model = model.to(device).eval().requires_grad_(False)
     return RemoteCodeVLMExtractor(spec, model, tokenizer, adapter=adapter,
                                   weights_identity=weights_identity, device=device,
                                   precision=precision,
                                   instruction=(options or {}).get("instruction") or DEFAULT_INSTRUCTION,
-                                  image_options=image_options)
+                                  image_options=image_options, vlm2vec=vlm2vec,
+                                  adapter_identity=adapter_identity)

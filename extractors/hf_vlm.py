@@ -36,6 +36,7 @@ from extractors.hf_image_routes import ImageRoute
 from extractors.hf_molmo2 import Molmo2Images
 from extractors.hf_phi4mm import Phi4MultimodalImages
 from extractors.layers import KindDims, LayerSpan, layer_requests
+from extractors.vlm2vec import PROMPT, Vlm2VecProtocol
 from featkit.errors import FeatkitError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -52,24 +53,33 @@ class ImageTransform:
 
     With ``fixed_size`` the image is first resized (shortest edge) and centre-cropped to a square,
     so processors with dynamic resolution (Qwen2-VL, any-resolution tiles) give every image the
-    same shape. ``batch_dim``: the processor's output has a leading batch dimension to drop;
+    same shape; with ``stretch`` it is resized to that square whole, aspect not kept (PIL's
+    default filter, as VLM2Vec's ``image.resize``). ``batch_dim``: the processor's output has a leading batch dimension to drop;
     ``pixel_key``: the output holding the pixels.
     """
 
     def __init__(self, image_processor: Any, fixed_size: int | None = None, batch_dim: bool = True,
-                 pixel_key: str = "pixel_values") -> None:
+                 pixel_key: str = "pixel_values", stretch: int | None = None) -> None:
         self.image_processor = image_processor
         self.fixed_size = fixed_size
+        self.stretch = stretch
         self.batch_dim = batch_dim
         self.pixel_key = pixel_key
 
     def __call__(self, image):
         if image.mode != "RGB":
             image = image.convert("RGB")
-        if self.fixed_size:
+        if self.stretch:
+            image = image.resize((self.stretch, self.stretch))
+        elif self.fixed_size:
             image = square_crop(image, self.fixed_size)
         pixels = self.image_processor(images=image, return_tensors="pt")[self.pixel_key]
         return pixels[0] if self.batch_dim else pixels
+
+
+def vlm2vec_prompt(image_token: str, instruction: str) -> str:
+    """VLM2Vec's eval prompt for one image and an instruction."""
+    return PROMPT.format(image_token=image_token, instruction=instruction)
 
 
 def square_crop(image, size: int):
@@ -127,7 +137,10 @@ class HFVLMExtractor(AdaptableExtractor):
         instruction: str = DEFAULT_INSTRUCTION,
         image_size: int | None = None,
         base_model_reference: str | None = None,
+        vlm2vec: Vlm2VecProtocol | None = None,
     ) -> None:
+        """``vlm2vec``: embed as VLM2Vec's evaluation does (:mod:`extractors.vlm2vec`): its prompt,
+        and every image stretched to its square (``stretch_to``, else ``image_size``)."""
         self.spec = spec
         self.model = model
         self.arch = architecture
@@ -142,7 +155,13 @@ class HFVLMExtractor(AdaptableExtractor):
         self.dtype = next(model.parameters()).dtype
         self.instruction = instruction
         self.image_token = str(processor.image_token)
-        self.prompt = f"{self.image_token} {instruction}" if architecture.image_token_in_prompt else instruction
+        self.vlm2vec = vlm2vec
+        if vlm2vec is not None:
+            self.prompt = vlm2vec_prompt(self.image_token, instruction)
+        elif architecture.image_token_in_prompt:
+            self.prompt = f"{self.image_token} {instruction}"
+        else:
+            self.prompt = instruction
         config = model.config
         self.tower = vision_shape(config.vision_config)
         if self.tower is None:
@@ -173,15 +192,19 @@ class HFVLMExtractor(AdaptableExtractor):
                                if architecture.lm_route == LANGUAGE_MODEL else None)
         image_processor = processor.image_processor
         size = image_size or architecture.default_size(image_processor, config.vision_config)
+        self.stretch = None
+        if vlm2vec is not None:
+            self.stretch = size = vlm2vec.stretch_to or size
         self.image_size = size
-        self.square_crop_size = size if architecture.fixed_size else None
+        self.square_crop_size = size if architecture.fixed_size and not self.stretch else None
         self.transform = ImageTransform(image_processor, fixed_size=self.square_crop_size,
                                         batch_dim=not (architecture.pixels in (FLAT, PATCHES)
                                                        or architecture.flat_tiles),
-                                        pixel_key=architecture.pixel_key)
+                                        pixel_key=architecture.pixel_key, stretch=self.stretch)
         self.preprocessing = {
             **json.loads(image_processor.to_json_string()),
             "featkit_square_crop": self.square_crop_size,
+            **({"featkit_stretch": self.stretch} if self.stretch else {}),
         }
         prompt_inputs = self._prompt_inputs()
         self._image_inputs = {k: prompt_inputs[k].to(self.device) for k in architecture.image_inputs}
@@ -189,8 +212,8 @@ class HFVLMExtractor(AdaptableExtractor):
         self._text_inputs = {k: prompt_inputs[k][:1].to(self.device) for k in architecture.text_inputs}
         if self.images is not None:
             self.images.setup(prompt_inputs)
-        if architecture.pixels == FLAT:
-            self._check_fixed_grid(size)
+        if architecture.pixels == FLAT and not (vlm2vec and vlm2vec.stretch_to):
+            self._check_fixed_grid(size)  # (VLM2Vec's 1344 px stretch is resized by the processor)
 
     # -- set-up helpers --
 
@@ -199,6 +222,8 @@ class HFVLMExtractor(AdaptableExtractor):
 
         size = self.image_size or 2 * max(int(self.model.config.vision_config.image_size), 1)
         image = Image.new("RGB", (size, size), (127, 127, 127))
+        if self.stretch:
+            return image.resize((self.stretch, self.stretch))
         return square_crop(image, self.square_crop_size) if self.square_crop_size else image
 
     def _check_fixed_grid(self, size: int) -> None:
@@ -231,6 +256,7 @@ class HFVLMExtractor(AdaptableExtractor):
             "vision_feature_layer": self.feature_layer,
             "vision_feature_select_strategy": self.select_strategy,
             "pooling": "mean tokens; last_token: last non-padding token, L2-normalised",
+            **({"vlm2vec": self.vlm2vec.settings()} if self.vlm2vec is not None else {}),
         }
 
     # -- features --

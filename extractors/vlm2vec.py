@@ -109,23 +109,24 @@ PROTOCOLS: dict[tuple[str, str], Vlm2VecProtocol] = {
                                           native_resolution=True, note=_NATIVE_NOTE),
 }
 
-#: the published checkpoints (repository name, lower case) -> their release; full fine-tunes and
-#: LoRA repositories alike (the latter load as base model + adapter)
-CHECKPOINTS: dict[str, str] = {
-    "tiger-lab/vlm2vec-full": "v1",  # Phi-3.5-V, full fine-tune (remote code)
-    "tiger-lab/vlm2vec-lora": "v1",  # Phi-3.5-V, LoRA
-    "tiger-lab/vlm2vec-llava-next": "v1",
-    "tiger-lab/vlm2vec-llava-v1.6-lora": "v1",
-    "tiger-lab/vlm2vec-qwen2vl-2b": "v1",
-    "tiger-lab/vlm2vec-qwen2vl-7b": "v1",
-    "vlm2vec/vlm2vec-v2.0": "v2",
+#: the published checkpoints (repository name, lower case) -> (release, backbone); full
+#: fine-tunes and LoRA repositories alike (the latter load as base model + adapter)
+CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "tiger-lab/vlm2vec-full": ("v1", "phi3_v"),  # full fine-tune (remote code)
+    "tiger-lab/vlm2vec-lora": ("v1", "phi3_v"),
+    "tiger-lab/vlm2vec-llava-next": ("v1", "llava_next"),
+    "tiger-lab/vlm2vec-llava-v1.6-lora": ("v1", "llava_next"),
+    "tiger-lab/vlm2vec-qwen2vl-2b": ("v1", "qwen2_vl"),
+    "tiger-lab/vlm2vec-qwen2vl-7b": ("v1", "qwen2_vl"),
+    "vlm2vec/vlm2vec-v2.0": ("v2", "qwen2_vl"),
 }
-_BY_NAME = {repo.rpartition("/")[2]: release for repo, release in CHECKPOINTS.items()}
+_BY_NAME = {repo.rpartition("/")[2]: entry for repo, entry in CHECKPOINTS.items()}
 
 
-def recognised_release(names: Sequence[str | None]) -> str | None:
-    """The release of the first of ``names`` (hub ids or directories) that is a published
-    VLM2Vec checkpoint: a hub id in :data:`CHECKPOINTS` or a directory of a repository's name."""
+def recognised(names: Sequence[str | None]) -> tuple[str, str] | None:
+    """(release, backbone) of the first of ``names`` (hub ids or directories) that is a
+    published VLM2Vec checkpoint: a hub id in :data:`CHECKPOINTS` or a directory of a
+    repository's name."""
     for name in names:
         if not name:
             continue
@@ -141,15 +142,21 @@ def protocol_for(option: str, architecture: str, names: Sequence[str | None],
                  model: str) -> Vlm2VecProtocol | None:
     """The protocol a load applies: the ``vlm2vec`` option (``auto``: by name, ``off``, or a
     release) for a model of featkit architecture ``architecture``; None: featkit's own way.
-    A release asked for on a backbone VLM2Vec does not have is a one-line error."""
+    ``auto`` applies it to a checkpoint whose name and architecture are a published one's (a
+    directory of that name holding another architecture is not that checkpoint); a release asked
+    for on a backbone VLM2Vec does not have is a one-line error."""
     if option not in (AUTO, OFF, *RELEASES):
         raise FeatkitError(f"option vlm2vec={option!r} for {model}: expected one of "
                            f"{', '.join((AUTO, OFF, *RELEASES))}")
     if option == OFF:
         return None
-    release = recognised_release(names) if option == AUTO else option
-    if release is None:
-        return None
+    if option == AUTO:
+        found = recognised(names)
+        if found is None or found[1] != architecture:
+            return None
+        release = found[0]
+    else:
+        release = option
     protocol = PROTOCOLS.get((release, architecture))
     if protocol is None:
         backbones = sorted(b for r, b in PROTOCOLS if r == release)

@@ -46,7 +46,8 @@ def test_python_values_and_the_default():
 
 def test_every_declared_option_comes_back_parsed_or_at_its_default():
     assert check_options("test:tiny-qwen2vl") == {"instruction": "Represent the given image.",
-                                                  "trust_remote_code": False, "image_size": 32}
+                                                  "trust_remote_code": False, "vlm2vec": "auto",
+                                                  "image_size": 32}
     assert check_options("test:tiny-qwen2vl", {"image_size": "16"})["image_size"] == 16
     assert check_options("test:tiny-clip") == {}
     assert check_options("test:tiny-dinov2", {"image_size": "28"}) == {"image_size": 28}
