@@ -12,7 +12,12 @@ Ids are ``hf:<hub id or local directory>``. VLM feature kinds (all ``(B, D)``):
     (``"default"`` drops CLS), before InternVL's pixel shuffle. Qwen2/2.5/3-VL: the last vision
     block's patch tokens before the merger. Idefics3, PaliGemma: the tower's ``last_hidden_state``
     (the connector's input, before Idefics3's pixel shuffle). BLIP-2: the ViT's
-    ``last_hidden_state``, every token, what the Q-Former attends to.
+    ``last_hidden_state``, every token, what the Q-Former attends to. Molmo2: the tower layers
+    of ``adapter_config.vision_feature_layer`` concatenated, before the 2x2 pooling
+    cross-attention, averaged over exactly the patches the pooling reads (the whole global view
+    and each canvas patch once, overlap margins left out). Phi-4-multimodal:
+    ``hidden_states[vision_config.feature_layer]`` (-2) before its 2x2 average pool, over every
+    patch of the global image and each sub-image (padding patches left out).
 ``cls``
     Towers with a CLS token (CLIP, InternViT, BLIP-2's ViT): the CLS token at the same layer, of
     the whole image (LLaVA-NeXT's base image, InternVL's thumbnail tile).
@@ -22,7 +27,10 @@ Ids are ``hf:<hub id or local directory>``. VLM feature kinds (all ``(B, D)``):
     tokens; LLaVA-NeXT/OneVision: the projected tiles unpadded and packed with the
     ``image_newline`` embedding per row; BLIP-2: the Q-Former queries after the language
     projection (``qformer`` is the query outputs themselves); Qwen3-VL: the merger output (its
-    DeepStack features, added inside the LM, are not part of it).
+    DeepStack features, added inside the LM, are not part of it); Molmo2: the adapter's pooled,
+    projected token per 2x2 window (the LM adds them to the ``<im_patch>`` embeddings; structure
+    tokens are not included); Phi-4-multimodal: the sub-image grid with a separator ending each
+    row, the global separator, then the global image with its row separators, all projected.
 ``last_token``
     VLM2Vec: prompt ``"<image-token> <instruction>"`` (no chat template; default instruction
     ``"Represent the given image."``; BLIP-2's processor puts its query tokens first itself),
@@ -46,7 +54,9 @@ processor varies the number of tokens with the image get the shortest edge resiz
 and a batch stacks: Qwen-VL (default 448, a multiple of 28), LLaVA-NeXT/OneVision (default two
 tiles: a 2 x 2 grid of tiles plus the base image, every tile weighing the same in ``visual``),
 InternVL (default one tile; larger sizes give its processor's grid of tiles plus a thumbnail),
-Idefics3 (its processor's tiles plus the global image).
+Idefics3 (its processor's tiles plus the global image), Molmo2 (default: a 2 x 2 canvas of
+overlapping crops plus the global view), Phi-4-multimodal (default: 2 x 2 sub-images plus the
+global image).
 
 Weights load offline only: ``--weights DIR`` (a ``save_pretrained`` directory), a local directory
 as the id, or the Hugging Face cache for hub ids; nothing is downloaded and a checkpoint with
@@ -105,8 +115,10 @@ OPTIONS = (
                     "processor settings; extractors.vlm2vec): auto (published VLM2Vec checkpoints, "
                     "by name), off, v1 or v2"),
     OptionSpec("image_size", int, None, changes_features=True,
-               help=f"Qwen2-VL: the fixed square input size in pixels (default "
-                    f"{DEFAULT_QWEN_IMAGE_SIZE}); LLaVA's processor fixes its own"),
+               help=f"models with dynamic resolution (Qwen2/2.5/3-VL, LLaVA-NeXT/OneVision, "
+                    f"InternVL, Idefics3, SmolVLM, Molmo2, Phi-4-multimodal): the fixed square "
+                    f"input size in pixels (Qwen default {DEFAULT_QWEN_IMAGE_SIZE}); LLaVA's and "
+                    f"PaliGemma's processors fix their own"),
 )
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -177,6 +189,22 @@ KNOWN_SPECS = [
            {"visual": 1408, "cls": 1408, "aligned": 2560, "last_token": 2560, "qformer": 768},
            "BLIP-2 OPT-2.7B: EVA ViT-g + Q-Former (32 queries) + language projection + OPT-2.7B",
            vision=(39, 1408, True), text=(32, 2560)),
+    _known("molmo2-4b", "allenai/Molmo2-4B",
+           {"visual": 2304, "aligned": 2560, "last_token": 2560},
+           "Molmo2 4B: SigLIP2 SO400M (two layers concatenated) on overlapping crops + the "
+           "global view -> 2x2 attention pooling -> MLP + Qwen3-4B",
+           vision=(25, 1152, False), text=(36, 2560)),
+    _known("molmo2-8b", "allenai/Molmo2-8B",
+           {"visual": 2304, "aligned": 4096, "last_token": 4096},
+           "Molmo2 8B: SigLIP2 SO400M (two layers concatenated) on overlapping crops + the global "
+           "view -> 2x2 attention pooling -> MLP + Qwen3-8B",
+           vision=(25, 1152, False), text=(36, 4096)),
+    _known("phi4-multimodal", "microsoft/Phi-4-multimodal-instruct",
+           {"visual": 1152, "aligned": 3072, "last_token": 3072},
+           "Phi-4-multimodal: SigLIP (layer -2) on HD sub-images + the global image -> 2x2 pool -> "
+           "MLP + Phi-4-mini (transformers format: the hub's refs/pr/70, as --weights DIR; its "
+           "vision LoRA is --adapter DIR/vision-lora)",
+           vision=(27, 1152, False), text=(32, 3072)),
     _known("clip-l-hf", "openai/clip-vit-large-patch14",
            {"visual": 1024, "aligned": 768, "patch_mean": 1024, "cls": 1024},
            "CLIP ViT-L/14 through transformers (CLIPModel): pooled class token + visual projection",
@@ -246,7 +274,7 @@ def _local_layers(config_file: Path) -> dict[str, LayerSpan]:
         if config["architectures"][0] in TOWER_ARCHITECTURES:  # a dual encoder: vision layers only
             span = LayerSpan(vision.depth, vision.width)
             return {"cls": span, "patch_mean": span} if vision.has_cls else {"patch_mean": span}
-        text = config["text_config"]
+        text = config.get("text_config", config)  # Phi-4-multimodal keeps the LM's keys at the top
         text_span = LayerSpan(int(text["num_hidden_layers"]), int(text["hidden_size"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return dict(UNKNOWN_LAYERS)

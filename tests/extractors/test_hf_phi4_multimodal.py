@@ -223,3 +223,15 @@ def test_messy_images_give_their_rgb_references_features(tmp_path):
         for case, messy_id, reference_id in cases:
             np.testing.assert_allclose(fs.features[row[messy_id]], fs.features[row[reference_id]],
                                        atol=TOL, err_msg=f"{kind} {case.name}")
+
+
+def test_a_local_checkpoint_lists_its_layers_without_loading():
+    """Phi-4-multimodal's config.json has no text_config (the LM's keys are at the top): the
+    layer kinds of ``hf:<dir>`` still come from it, equal to the loaded model's."""
+    from extractors import get_spec, load_extractor
+    from extractors.tiny import tiny_model_dir
+
+    directory = tiny_model_dir("test:tiny-phi4-multimodal")
+    spec = get_spec(f"hf:{directory}")
+    loaded = load_extractor(f"hf:{directory}")
+    assert spec.layers == loaded.kinds.layers
