@@ -28,9 +28,14 @@ from featkit.testing.images import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-#: one model per family and transform: pixels, open_clip, timm, and the tiny hf VLMs
+#: one model per family and transform: pixels, open_clip, timm, and every hf architecture
+#: (VLMs, dual encoders) on its tiny model
 MODELS = ["pixels:8", "test:tiny-clip", "test:tiny-eva", "test:tiny-siglip", "test:tiny-dinov2",
-          "test:tiny-llava", "test:tiny-qwen2vl"]
+          "test:tiny-beit3", "test:tiny-llava", "test:tiny-qwen2vl", "test:tiny-llava-next",
+          "test:tiny-llava-onevision", "test:tiny-internvl", "test:tiny-idefics3",
+          "test:tiny-smolvlm", "test:tiny-paligemma", "test:tiny-blip2", "test:tiny-qwen2_5_vl",
+          "test:tiny-qwen3_vl", "test:tiny-molmo2", "test:tiny-phi4-multimodal",
+          "test:tiny-hf-clip", "test:tiny-siglip2"]
 
 
 @pytest.fixture(scope="module")
