@@ -13,8 +13,9 @@ InternVL-Chat (``"internvl_chat"``: V1.1 and the later remote checkpoints of the
     ``visual``: InternViT's tokens at ``config.select_layer`` (-1: ``last_hidden_state``), CLS
     dropped, before the pixel shuffle; ``aligned``: ``extract_feature`` (pixel shuffle by
     ``downsample_ratio``, ``mlp1``); prompt ``<img>`` + ``<IMG_CONTEXT>`` x N + ``</img>``;
-    one 448 px tile (shortest edge + centre crop, as V1.1's CLIP image processor), ImageNet
-    mean/std.
+    one 448 px tile: the whole image resized to the square, bicubic (what OpenGVLab's
+    ``dynamic_preprocess`` with one tile and ``build_transform`` do; checked against that code),
+    ImageNet mean/std.
 CogVLM2 (``"cogvlm2"``; ``model.vision``, EVA2-CLIP-E)
     ``visual``: the EVA transformer's patch tokens (CLS dropped), mean-pooled; ``aligned``:
     ``vision(images)``: 2 x 2 conv, GLU ``linear_proj``, ``boi``/``eoi`` around them, divided by
@@ -150,7 +151,7 @@ INTERNVL_CHAT = RemoteCodeAdapter(
     model_type="internvl_chat", language_model="language_model.model",
     image_token="<IMG_CONTEXT>", image_start="<img>", image_end="</img>",
     encode=internvl_encode, image_size=internvl_image_size,
-    preprocessing=Preprocessing(size=448, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    preprocessing=Preprocessing(size=448, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_mode="squash"),
     description="InternVL-Chat (remote code): InternViT tokens; pixel shuffle + mlp1",
 )
 

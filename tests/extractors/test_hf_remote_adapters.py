@@ -300,3 +300,20 @@ def test_adapter_settings_enter_the_key(vlm):
         assert vlm.key_settings()["num_crops"] == 4 and vlm.n_image_tokens == 757
     assert vlm.key_settings()["remote_code_adapter"] == kind
     assert json.dumps(vlm.key_settings())
+
+
+def test_internvl_one_tile_is_the_whole_image_squashed(checkpoint):
+    """OpenGVLab's one-tile path (``dynamic_preprocess`` with one tile: PIL ``resize`` to the
+    square; ``build_transform``: bicubic resize, ImageNet mean/std), written out here: a 300 x 200
+    image is squashed, not centre-cropped."""
+    if checkpoint[0] != "internvl_chat":
+        pytest.skip("InternVL-Chat only")
+    from torchvision import transforms
+
+    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    size = vlm.image_preprocessing.size
+    image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
+    recipe = transforms.Compose([
+        transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    assert _close(vlm.transform(image), recipe(image.resize((size, size))))
