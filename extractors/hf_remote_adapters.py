@@ -24,9 +24,13 @@ CogVLM2 (``"cogvlm2"``; ``model.vision``, EVA2-CLIP-E)
     ``token_type_ids`` and its position rule (the image's inner tokens share one position);
     1344 px squashed, CLIP mean/std.
 Phi-3.5-V (``"phi3_v"``: microsoft/Phi-3.5-vision-instruct, TIGER-Lab/VLM2Vec-Full)
-    The image is cropped to a square of ``g x 336`` px (``g = isqrt(num_crops)``, the HD
-    transform's grid for a square) and cut into a global 336 px image plus ``g x g`` crops
-    (crops are not padded to ``num_crops + 1``: the model drops padding crops itself).
+    The image's centre square (at the image's own resolution) is resized to ``g x 336`` px
+    (``g = isqrt(num_crops)``), bilinear, which is what the processor's ``HD_transform`` does to a
+    square image (checked against VLM2Vec's ``Phi3VImageProcessor``: equal for square images; a
+    non-square one is the processor's result for its centre square, not the processor's
+    aspect-keeping white-padded layout, whose grid varies with the aspect), and cut into a global
+    336 px image plus ``g x g`` crops (crops are not padded to ``num_crops + 1``: the model drops
+    padding crops itself).
     ``visual``: CLIP ViT-L/14-336's ``hidden_states[layer_idx]`` (-2) patch tokens over every crop,
     mean-pooled; ``aligned``: ``hd_feature_transform`` (2 x 2 merge, ``sub_GN`` row separators,
     ``glb_GN``, ``img_projection``); prompt BOS + N image positions + BOS + text, as VLM2Vec's
@@ -217,8 +221,10 @@ PHI3V_DEFAULT_NUM_CROPS = 1
 
 
 class Phi3VCrops:
-    """PIL image -> ``(1 + g*g, 3, 336, 336)``: the square HD image (``g x 336`` px, normalised)
-    resized to one global 336 px image, then its ``g x g`` crops row by row (picklable)."""
+    """PIL image -> ``(1 + g*g, 3, 336, 336)``: the centre square resized (bilinear, as
+    ``HD_transform``) to the HD image (``g x 336`` px, normalised), that resized (bicubic, on
+    the tensor, as the processor) to one global 336 px image, then its ``g x g`` crops row by
+    row (picklable)."""
 
     def __init__(self, preprocessing: Preprocessing, grid: int) -> None:
         self.preprocessing = preprocessing
@@ -226,12 +232,15 @@ class Phi3VCrops:
 
     def __call__(self, image):
         import torch
+        from PIL import Image
         from torchvision.transforms import functional
 
-        from extractors.hf_vlm import square_crop
-
         pre, grid = self.preprocessing, self.grid
-        image = square_crop(image.convert("RGB"), grid * PHI3V_CROP)
+        image = image.convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side)).resize(
+            (grid * PHI3V_CROP, grid * PHI3V_CROP), Image.BILINEAR)
         hd = functional.normalize(functional.to_tensor(image), pre.mean, pre.std)
         whole = torch.nn.functional.interpolate(hd[None], size=(PHI3V_CROP, PHI3V_CROP),
                                                 mode="bicubic")

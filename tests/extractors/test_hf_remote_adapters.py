@@ -317,3 +317,21 @@ def test_internvl_one_tile_is_the_whole_image_squashed(checkpoint):
         transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     assert _close(vlm.transform(image), recipe(image.resize((size, size))))
+
+
+def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(checkpoint):
+    """Phi3VImageProcessor on a square image, written out (bilinear resize to g x 336, CLIP
+    normalisation, a bicubic 336 px global image first, then the crops row by row): a 300 x 200
+    image gives exactly that for its centre 200 x 200 square."""
+    if checkpoint[0] != "phi3_v":
+        pytest.skip("Phi-3.5-V only")
+    from torchvision.transforms import functional
+
+    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
+    hd = image.crop((50, 0, 250, 200)).resize((672, 672), Image.BILINEAR)
+    hd = functional.normalize(functional.to_tensor(hd), (0.48145466, 0.4578275, 0.40821073),
+                              (0.26862954, 0.26130258, 0.27577711))
+    whole = torch.nn.functional.interpolate(hd[None], size=(336, 336), mode="bicubic")
+    crops = [hd[:, row:row + 336, col:col + 336] for row in (0, 336) for col in (0, 336)]
+    assert _close(vlm.transform(image), torch.cat([whole, torch.stack(crops)]))
