@@ -90,8 +90,10 @@ def _probe(source: FeatureSource, dataset: str, settings: Settings, progress: bo
 
 def _probe_layer(source: FeatureSource, dataset: str, kind: str, block: int, depth: int,
                  settings: Settings, progress: bool) -> dict[str, Any]:
-    """The probe record of one layer, read under the name asked for or, when the cache holds
-    that layer under its other name (``cls@-1`` / ``cls@12`` of a 12-block tower), that one."""
+    """The probe record of one layer, read under the name asked for. :func:`featkit.load` finds
+    a block stored under its other name (``cls@-1`` / ``cls@12`` of a 12-block tower) from the
+    file's ``layer_depths``; files written before that attribute existed are tried under the
+    other name here."""
     from extractors.layers import layer_kind, split_kind
     from featkit.errors import UnknownNameError
 

@@ -51,7 +51,8 @@ def test_knn_and_layers_stored_under_the_other_name(cache):
     settings = layers.Settings(probe="knn", layers="-1", knn=knn.Settings(ks=(5,)))
     (record,) = layers.run(source, ["digits"], settings, progress=False).records
     (point,) = record["metrics"]["curve"]
-    assert point["layer"] == 2 and point["kind"] == "patch_mean@2"  # cached as @2 by --layers all
+    # cached as @2 by --layers all, read as the block asked for (the file knows the depth)
+    assert point["layer"] == 2 and point["kind"] == "patch_mean@-1"
     single = knn.run(FeatureSource("test:tiny-clip", features="patch_mean@2", cache_dir=cache),
                      ["digits"], knn.Settings(ks=(5,)), progress=False)[0]
     assert point["top1"] == single["metrics"]["top1"]
