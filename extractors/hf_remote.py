@@ -18,6 +18,9 @@ calls the model's parts itself, in one vision pass per batch:
 
 What each adapter field does:
 
+``architectures``
+    The ``config.json`` ``architectures`` that select the adapter when the checkpoint's config
+    names no ``model_type`` (CogVLM2's hub config has none).
 ``vision``, ``projector``, ``tokens_attribute``, ``drop_cls``
     The default encoder: ``vision(pixels)`` (its ``tokens_attribute``, e.g. ``last_hidden_state``,
     or the tensor it returns; a leading class token dropped with ``drop_cls``) gives ``visual``;
@@ -99,9 +102,18 @@ __all__ = ["Prompt", "RemoteCodeAdapter", "RemoteCodeVLMExtractor", "captured", 
            "load_remote_vlm", "register_remote_adapter", "remote_adapter"]
 
 
-def remote_adapter(model_type: str, model: str) -> RemoteCodeAdapter:
+def remote_adapter(model_type: str, model: str,
+                   architectures: Sequence[str] = ()) -> RemoteCodeAdapter:
     """The adapter registered for ``model_type`` (the shipped ones are registered when this
-    module is imported); none is a one-line error saying how to add one."""
+    module is imported), else the one declaring one of the config's ``architectures`` (for
+    checkpoints whose ``config.json`` names no ``model_type``, as CogVLM2's); none is a one-line
+    error saying how to add one."""
+    if model_type in _ADAPTERS:
+        return _ADAPTERS[model_type]
+    by_architecture = [adapter for adapter in _ADAPTERS.values()
+                       if set(adapter.architectures) & set(architectures)]
+    if by_architecture:
+        return by_architecture[0]
     if model_type not in _ADAPTERS:
         known = ", ".join(_ADAPTERS) or "none registered"
         raise UnknownNameError(
@@ -309,6 +321,11 @@ class RemoteCodeVLMExtractor(TextEmbedder):
         return out
 
 
+def _declared_architectures(path: Path) -> tuple[str, ...]:
+    config = path / "config.json"
+    return tuple(json.loads(config.read_text()).get("architectures") or ()) if config.is_file() else ()
+
+
 def _published_processor_settings(path: Path) -> dict[str, Any]:
     config = path / "preprocessor_config.json"
     return json.loads(config.read_text()) if config.is_file() else {}
@@ -332,7 +349,7 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     from extractors.hf_weights import first_line, merge_adapter
     from featkit.errors import MissingWeightsError
 
-    adapter = remote_adapter(model_type, spec.name)
+    adapter = remote_adapter(model_type, spec.name, _declared_architectures(Path(path)))
     if vlm2vec is not None:
         processor_kwargs = {**vlm2vec.processor_kwargs, **(processor_kwargs or {})}
     unknown = sorted(set(processor_kwargs or {}) - set(adapter.processor_options))

@@ -16,10 +16,12 @@ InternVL-Chat (``"internvl_chat"``: V1.1 and the later remote checkpoints of the
     one 448 px tile: the whole image resized to the square, bicubic (what OpenGVLab's
     ``dynamic_preprocess`` with one tile and ``build_transform`` do; checked against that code),
     ImageNet mean/std.
-CogVLM2 (``"cogvlm2"``; ``model.vision``, EVA2-CLIP-E)
+CogVLM2 (``"cogvlm2"``; the hub's ``config.json`` names no ``model_type``, so it is recognised
+by its architecture, ``CogVLMForCausalLM``; ``model.vision``, EVA2-CLIP-E)
     ``visual``: the EVA transformer's patch tokens (CLS dropped), mean-pooled; ``aligned``:
-    ``vision(images)``: 2 x 2 conv, GLU ``linear_proj``, ``boi``/``eoi`` around them, divided by
-    ``scaling_factor``, every token the language model receives; prompt BOS + pad x N (token
+    ``vision(images)``: 2 x 2 conv, GLU ``linear_proj``, ``boi``/``eoi`` around them (GLM-4V's
+    variant of this code also divides by ``scaling_factor``), every token the language model
+    receives; prompt BOS + pad x N (token
     type VISION, CogVLM2's ``build_conversation_input_ids``), its visual expert routed by
     ``token_type_ids`` and its position rule (the image's inner tokens share one position);
     1344 px squashed, CLIP mean/std.
@@ -73,6 +75,7 @@ class RemoteCodeAdapter:
     language_model: str
     image_token: str | None
     preprocessing: Preprocessing
+    architectures: tuple[str, ...] = ()
     vision: str = ""
     projector: str = ""
     tokens_attribute: str | None = None
@@ -205,7 +208,8 @@ def cogvlm2_lm_inputs(prompt: Prompt) -> dict[str, Any]:
 
 
 COGVLM2 = RemoteCodeAdapter(
-    model_type="cogvlm2", auto_class="AutoModelForCausalLM", language_model="model",
+    model_type="cogvlm2", architectures=("CogVLMForCausalLM",), auto_class="AutoModelForCausalLM",
+    language_model="model",
     lm_method="llm_forward", lm_inputs=cogvlm2_lm_inputs, image_token=None,
     encode=cogvlm2_encode, image_size=cogvlm2_image_size,
     preprocessing=Preprocessing(size=1344, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="squash"),

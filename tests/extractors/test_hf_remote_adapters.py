@@ -90,7 +90,7 @@ def build_cogvlm2(root: Path) -> Path:
     vocab = _vocab(["<pad>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>"])
     config = module.CogVLMConfig(vocab_size=len(vocab), vision_config={
         "image_size": 28, "patch_size": 7, "hidden_size": 16, "num_heads": 2,
-        "num_hidden_layers": 2, "scaling_factor": 8.0})
+        "num_hidden_layers": 2})
     tokenizer = _char_tokenizer(vocab, bos="<|begin_of_text|>", pad_token="<pad>",
                                 bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     return _save(root, module, "CogVLMForCausalLM", config, tokenizer, "AutoModelForCausalLM")
@@ -335,3 +335,36 @@ def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(checkpoint):
     whole = torch.nn.functional.interpolate(hd[None], size=(336, 336), mode="bicubic")
     crops = [hd[:, row:row + 336, col:col + 336] for row in (0, 336) for col in (0, 336)]
     assert _close(vlm.transform(image), torch.cat([whole, torch.stack(crops)]))
+
+
+def test_cogvlm2_is_recognised_by_its_architecture(checkpoint):
+    """CogVLM2's hub config.json names no model_type: the adapter is found by architecture."""
+    if checkpoint[0] != "cogvlm2":
+        pytest.skip("CogVLM2 only")
+    config = json.loads((checkpoint[1] / "config.json").read_text())
+    assert "model_type" not in config and config["architectures"] == ["CogVLMForCausalLM"]
+    assert load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED).adapter.model_type == "cogvlm2"
+
+
+def test_messy_images_give_their_references_features(tmp_path_factory):
+    """Grayscale, palette, CMYK, 16-bit, misnamed and oddly named files through featkit.extract
+    on a remote-code model give exactly the features of their RGB references, every kind."""
+    import featkit
+    from featkit.featureset import load_file
+    from featkit.testing.images import write_messy_imagefolder
+
+    model = f"hf:{build_internvl(tmp_path_factory.mktemp('messy') / 'tiny')}"
+    root = tmp_path_factory.mktemp("messy_data")
+    cases = write_messy_imagefolder(root)
+    summary, = featkit.extract(model, "imagefolder", data_root=root, splits=["test"],
+                               features=["visual", "aligned", "last_token"], options=TRUSTED,
+                               cache_dir=tmp_path_factory.mktemp("messy_cache"), progress=False,
+                               num_workers=0, device="cpu")
+    assert summary.n == 2 * len(cases) and not summary.skipped
+    for kind in ("visual", "aligned", "last_token"):
+        fs = load_file(summary.path, kind)
+        assert np.isfinite(fs.features).all()
+        row = {sample_id: i for i, sample_id in enumerate(fs.sample_ids)}
+        for case, messy_id, reference_id in cases:
+            np.testing.assert_array_equal(fs.features[row[messy_id]], fs.features[row[reference_id]],
+                                          err_msg=f"{kind} {case.name}")

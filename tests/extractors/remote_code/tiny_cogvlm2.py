@@ -1,9 +1,10 @@
 """A tiny CogVLM2 in the layout of THUDM's remote code (``CogVLMForCausalLM.model`` a
 ``CogVLMModel`` with ``embed_tokens``, visual-expert ``layers``, ``norm`` and ``vision``, an
-EVA2-CLIP whose forward drops CLS, runs a 2 x 2 ``conv``, the GLU ``linear_proj``, adds ``boi`` /
-``eoi`` and divides by ``scaling_factor``; ``forward`` refuses ``inputs_embeds``, scatters the
-image at ``token_type_ids == VISION``, builds CogVLM's position ids and calls ``llm_forward``).
-Written for featkit's tests."""
+EVA2-CLIP whose forward drops CLS, runs a 2 x 2 ``conv`` (vision width to vision width), the GLU
+``linear_proj`` (vision width to the LM's) and adds ``boi`` / ``eoi``; ``forward`` refuses
+``inputs_embeds``, scatters the image at ``token_type_ids == VISION``, builds CogVLM's position
+ids and calls ``llm_forward``).
+Its config, like the hub's ``config.json``, names no ``model_type``. Written for featkit's tests."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ VISION_TOKEN_TYPE = 1
 
 
 class CogVLMConfig(PretrainedConfig):
-    model_type = "cogvlm2"
-
     def __init__(self, vocab_size: int = 128, hidden_size: int = 32, intermediate_size: int = 64,
                  num_attention_heads: int = 4, num_hidden_layers: int = 2,
                  vision_config: dict | None = None, **kwargs) -> None:
@@ -81,11 +80,10 @@ class EVA2CLIPModel(nn.Module):
         vision_config = Namespace(**config.vision_config)
         self.patch_embedding = PatchEmbedding(vision_config)
         self.transformer = Transformer(vision_config)
-        self.linear_proj = GLU(config, in_features=config.hidden_size)
-        self.conv = nn.Conv2d(vision_config.hidden_size, config.hidden_size, kernel_size=2, stride=2)
+        self.linear_proj = GLU(config, in_features=vision_config.hidden_size)
+        self.conv = nn.Conv2d(vision_config.hidden_size, vision_config.hidden_size, kernel_size=2, stride=2)
         self.boi = nn.Parameter(torch.randn(1, 1, config.hidden_size) * 0.02)
         self.eoi = nn.Parameter(torch.randn(1, 1, config.hidden_size) * 0.02)
-        self.scaling_factor = vision_config.scaling_factor
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.transformer(self.patch_embedding(images))[:, 1:]
@@ -93,8 +91,7 @@ class EVA2CLIPModel(nn.Module):
         side = int(s ** 0.5)
         x = self.conv(x.contiguous().view(b, side, side, h).permute(0, 3, 1, 2))
         x = self.linear_proj(x.flatten(2).transpose(1, 2))
-        x = torch.cat((self.boi.expand(b, -1, -1), x, self.eoi.expand(b, -1, -1)), dim=1)
-        return x / self.scaling_factor
+        return torch.cat((self.boi.expand(b, -1, -1), x, self.eoi.expand(b, -1, -1)), dim=1)
 
 
 def build_position_ids(x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
