@@ -43,6 +43,11 @@ What each adapter field does:
     The prompt: the filler token at the image positions (None: the tokenizer's pad token), the
     tokens around it, and whether the text after the image is tokenized with the tokenizer's
     special tokens again (VLM2Vec's Phi-3-V processor does: a second BOS).
+``pad_token``
+    The token the model's own code pads with when the checkpoint's tokenizer names no pad token
+    (CogVLM2's Llama-3 tokenizer: its code fills the image with id 128002,
+    ``<|reserved_special_token_0|>``; Qwen-VL's: ``<|endoftext|>``): featkit then pads texts and
+    marks the image with it.
 ``auto_class``
     The transformers auto class the checkpoint's ``auto_map`` names for the model
     (``AutoModelForCausalLM`` for the real ones); attribute paths start from it.
@@ -331,6 +336,17 @@ def _published_processor_settings(path: Path) -> dict[str, Any]:
     return json.loads(config.read_text()) if config.is_file() else {}
 
 
+def _declare_pad_token(tokenizer: Any, adapter: RemoteCodeAdapter, model: str) -> None:
+    """Give a tokenizer without a pad token the adapter's (the model's code's own choice)."""
+    if tokenizer.pad_token_id is not None or adapter.pad_token is None:
+        return
+    token_id = tokenizer.convert_tokens_to_ids(adapter.pad_token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise FeatkitError(f"{model}: its tokenizer has no pad token and no {adapter.pad_token!r} "
+                           f"(the {adapter.model_type} adapter's pad token)")
+    tokenizer.pad_token = adapter.pad_token
+
+
 def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_identity: str,
                     device: str = "cpu", precision: str = "fp32",
                     options: Mapping[str, Any] | None = None,
@@ -370,6 +386,7 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
                                                                local_files_only=True)
     except OSError as err:
         raise MissingWeightsError(f"cannot load {spec.name} from {path}: {first_line(err)}") from None
+    _declare_pad_token(tokenizer, adapter, spec.name)
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise MissingWeightsError(f"{path}: {len(missing)} parameter(s) missing from the checkpoint "

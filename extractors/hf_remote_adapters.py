@@ -86,6 +86,7 @@ class RemoteCodeAdapter:
     image_start: str | None = None
     image_end: str | None = None
     text_specials: bool = False
+    pad_token: str | None = None
     lm_method: str = "forward"
     lm_inputs: Callable[[Prompt], dict[str, Any]] | None = None
     auto_class: str = "AutoModel"
@@ -131,7 +132,7 @@ def qwen_vl_encode(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torc
 
 QWEN_VL = RemoteCodeAdapter(
     model_type="qwen", auto_class="AutoModelForCausalLM", language_model="transformer",
-    image_token="<imgpad>", image_start="<img>", image_end="</img>",
+    image_token="<imgpad>", image_start="<img>", image_end="</img>", pad_token="<|endoftext|>",
     encode=qwen_vl_encode, image_size=qwen_vl_image_size,
     preprocessing=Preprocessing(size=448, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="squash"),
     description="Qwen-VL / Qwen-VL-Chat (remote code): ViT tokens; resampler output",
@@ -211,6 +212,7 @@ COGVLM2 = RemoteCodeAdapter(
     model_type="cogvlm2", architectures=("CogVLMForCausalLM",), auto_class="AutoModelForCausalLM",
     language_model="model",
     lm_method="llm_forward", lm_inputs=cogvlm2_lm_inputs, image_token=None,
+    pad_token="<|reserved_special_token_0|>",
     encode=cogvlm2_encode, image_size=cogvlm2_image_size,
     preprocessing=Preprocessing(size=1344, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="squash"),
     description="CogVLM2 (remote code): EVA2-CLIP tokens; conv + GLU + boi/eoi",

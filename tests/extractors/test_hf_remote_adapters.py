@@ -87,12 +87,15 @@ def build_qwen(root: Path) -> Path:
 
 def build_cogvlm2(root: Path) -> Path:
     module = _module("tiny_cogvlm2")
-    vocab = _vocab(["<pad>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>"])
+    # Llama-3's tokenizer names no pad token; CogVLM2's code pads with its reserved token 0
+    vocab = _vocab(["<|reserved_special_token_0|>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>"])
     config = module.CogVLMConfig(vocab_size=len(vocab), vision_config={
         "image_size": 28, "patch_size": 7, "hidden_size": 16, "num_heads": 2,
         "num_hidden_layers": 2})
-    tokenizer = _char_tokenizer(vocab, bos="<|begin_of_text|>", pad_token="<pad>",
-                                bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    tokenizer = _char_tokenizer(vocab, bos="<|begin_of_text|>", bos_token="<|begin_of_text|>",
+                                eos_token="<|end_of_text|>",
+                                extra_special_tokens=["<|reserved_special_token_0|>"])
+    assert tokenizer.pad_token_id is None
     return _save(root, module, "CogVLMForCausalLM", config, tokenizer, "AutoModelForCausalLM")
 
 
@@ -344,6 +347,17 @@ def test_cogvlm2_is_recognised_by_its_architecture(checkpoint):
     config = json.loads((checkpoint[1] / "config.json").read_text())
     assert "model_type" not in config and config["architectures"] == ["CogVLMForCausalLM"]
     assert load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED).adapter.model_type == "cogvlm2"
+
+
+def test_a_tokenizer_without_a_pad_token_pads_as_the_models_code_does(checkpoint):
+    """CogVLM2's Llama-3 tokenizer has no pad token; its code fills the image with
+    <|reserved_special_token_0|>, which featkit then pads texts and marks the image with."""
+    if checkpoint[0] != "cogvlm2":
+        pytest.skip("CogVLM2 only")
+    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    reserved = vlm.tokenizer.convert_tokens_to_ids("<|reserved_special_token_0|>")
+    assert vlm.tokenizer.pad_token_id == reserved == vlm.image_token_id
+    assert vlm.embed_texts(["a", "a longer text"]).shape[0] == 2
 
 
 def test_messy_images_give_their_references_features(tmp_path_factory):
