@@ -53,6 +53,10 @@ What each adapter field does:
     (``AutoModelForCausalLM`` for the real ones); attribute paths start from it.
 ``processor_options``
     The ``processor_kwargs`` names the adapter's ``image_transform`` takes.
+``config_overrides``
+    A named function ``dtype -> {config attribute: value}`` passed to ``from_pretrained`` for
+    models whose code casts itself by config flags rather than the dtype it is loaded in
+    (Qwen-VL's ``bf16``/``fp16``/``fp32``): the model then runs at featkit's precision.
 ``language_model``, ``lm_method``, ``lm_inputs``
     The decoder is ``getattr(<language_model>, lm_method)(input_ids=..., attention_mask=...,
     position_ids=..., use_cache=False, return_dict=True, **lm_inputs(prompt))``. Its token
@@ -378,10 +382,11 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     image_options.update(processor_kwargs or {})
     on_gpu = str(device).startswith("cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if on_gpu else torch.float32
+    overrides = adapter.config_overrides(dtype) if adapter.config_overrides is not None else {}
     try:
         model, info = getattr(transformers, adapter.auto_class).from_pretrained(
             path, trust_remote_code=True, local_files_only=True, dtype=dtype,
-            output_loading_info=True)
+            output_loading_info=True, **overrides)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=True,
                                                                local_files_only=True)
     except OSError as err:

@@ -8,7 +8,12 @@ Qwen-VL-Chat (``model_type`` ``"qwen"``; ``transformer.visual``, a ViT-bigG whos
 a 256-query cross-attention resampler ``attn_pool``, ``ln_post`` and ``proj``)
     ``visual``: the ViT's patch tokens (the resampler's input), mean-pooled; ``aligned``: the
     256 resampled tokens ``visual(images)`` returns; prompt ``<img>`` + 256 x ``<imgpad>`` +
-    ``</img>`` (the positions its forward fills); 448 px squashed, CLIP mean/std.
+    ``</img>`` (the positions its forward fills); 448 px squashed, bicubic, CLIP mean/std (its
+    ``visual.image_transform``). Its ``QWenLMHeadModel`` casts itself by the config's
+    ``bf16``/``fp16``/``fp32`` flags whatever dtype it is loaded in (none set, as Qwen-VL-Chat's:
+    bf16 on a bf16 GPU; Qwen-VL-Chat-Int4's: fp16), so the flags are set from featkit's precision.
+    Checked against the hub code (modeling_qwen, visual, tokenization_qwen with its real
+    ``qwen.tiktoken``) on a tiny random checkpoint: pixels, visual, aligned, last_token equal.
 InternVL-Chat (``"internvl_chat"``: V1.1 and the later remote checkpoints of the same code)
     ``visual``: InternViT's tokens at ``config.select_layer`` (-1: ``last_hidden_state``), CLS
     dropped, before the pixel shuffle; ``aligned``: ``extract_feature`` (pixel shuffle by
@@ -89,6 +94,7 @@ class RemoteCodeAdapter:
     pad_token: str | None = None
     lm_method: str = "forward"
     lm_inputs: Callable[[Prompt], dict[str, Any]] | None = None
+    config_overrides: Callable[[torch.dtype], dict[str, Any]] | None = None
     auto_class: str = "AutoModel"
     processor_options: tuple[str, ...] = ()
     description: str = ""
@@ -122,6 +128,15 @@ def qwen_vl_image_size(config: Any) -> int:
     return int(config.visual["image_size"])
 
 
+def qwen_vl_precision_flags(dtype: torch.dtype) -> dict[str, bool]:
+    """The config flags ``QWenLMHeadModel.__init__`` casts the model by, exactly one set: the
+    dtype featkit loads it in (left alone, the code follows the checkpoint config's flag, or
+    with none set picks bf16/fp16 itself on a GPU)."""
+    import torch
+
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16, "fp32": dtype == torch.float32}
+
+
 def qwen_vl_encode(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ViT's tokens as ``attn_pool`` receives them, and ``visual(pixels)``."""
     visual = model.transformer.visual
@@ -133,7 +148,7 @@ def qwen_vl_encode(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torc
 QWEN_VL = RemoteCodeAdapter(
     model_type="qwen", auto_class="AutoModelForCausalLM", language_model="transformer",
     image_token="<imgpad>", image_start="<img>", image_end="</img>", pad_token="<|endoftext|>",
-    encode=qwen_vl_encode, image_size=qwen_vl_image_size,
+    encode=qwen_vl_encode, image_size=qwen_vl_image_size, config_overrides=qwen_vl_precision_flags,
     preprocessing=Preprocessing(size=448, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="squash"),
     description="Qwen-VL / Qwen-VL-Chat (remote code): ViT tokens; resampler output",
 )

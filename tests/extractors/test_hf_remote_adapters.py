@@ -73,13 +73,13 @@ def build_internvl(root: Path) -> Path:
 QWEN_START = 300
 
 
-def build_qwen(root: Path) -> Path:
+def build_qwen(root: Path, **precision_flags: bool) -> Path:
     module = _module("tiny_qwen_vl")
     tags = {"<img>": QWEN_START, "</img>": QWEN_START + 1, "<imgpad>": QWEN_START + 2}
     vocab = _vocab(["<|endoftext|>", "<unk>"], tags)
     config = module.QWenConfig(vocab_size=QWEN_START + 8, visual={
         "image_size": 28, "patch_size": 7, "width": 16, "layers": 2, "heads": 2,
-        "n_queries": 16, "output_dim": 32, "image_start_id": QWEN_START})
+        "n_queries": 16, "output_dim": 32, "image_start_id": QWEN_START}, **precision_flags)
     tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>",
                                 extra_special_tokens=list(tags))
     return _save(root, module, "QWenLMHeadModel", config, tokenizer, "AutoModelForCausalLM")
@@ -320,6 +320,37 @@ def test_internvl_one_tile_is_the_whole_image_squashed(checkpoint):
         transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     assert _close(vlm.transform(image), recipe(image.resize((size, size))))
+
+
+def test_qwen_vl_pixels_are_its_image_transform(checkpoint):
+    """Qwen-VL's ``visual.image_transform`` (what ``visual.encode`` applies to the image it opens),
+    written out: bicubic resize of the whole image to the square, ToTensor, CLIP mean/std."""
+    if checkpoint[0] != "qwen":
+        pytest.skip("Qwen-VL only")
+    from torchvision import transforms
+
+    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    size = vlm.model.config.visual["image_size"]
+    image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
+    recipe = transforms.Compose([
+        transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    assert _close(vlm.transform(image), recipe(image))
+
+
+def test_qwen_vl_runs_at_featkits_precision_whatever_its_config_flags(tmp_path):
+    """Qwen-VL's QWenLMHeadModel casts itself by its config's bf16/fp16/fp32 flags, not by the
+    dtype it is loaded in (Qwen-VL-Chat-Int4's config sets fp16; Qwen-VL-Chat's sets none, and
+    its code then picks bf16 on a bf16 GPU): featkit sets the flags from its precision, so a
+    checkpoint whose config says fp16 runs in fp32 on CPU, as featkit's key says."""
+    root = build_qwen(tmp_path / "fp16", fp16=True)
+    assert json.loads((root / "config.json").read_text())["fp16"] is True
+    vlm = load_extractor(f"hf:{root}", options=TRUSTED)
+    assert vlm.precision == "fp32" and vlm.model.config.fp32 and not vlm.model.config.fp16
+    assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}
+    pixels = torch.stack([vlm.transform(im) for im in _images(1)])
+    assert vlm(pixels, ["last_token"])["last_token"].dtype == torch.float32
 
 
 def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(checkpoint):

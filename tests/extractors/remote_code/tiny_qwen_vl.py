@@ -3,7 +3,9 @@ a ``QWenModel`` with ``wte``, ``h``, ``ln_f`` and ``visual``; ``visual`` a ViT w
 ``conv1``, ``ln_pre``, the ``transformer`` (LND), the ``attn_pool`` resampler, ``ln_post`` and
 ``@ proj``; the forward finds ``<img>...</img>`` in ``input_ids``, reads the image path from the
 ids between them, runs ``visual.encode`` and writes the result between the tags; rotary positions
-count 0..L-1 whatever ``position_ids`` says). Written for featkit's tests."""
+count 0..L-1 whatever ``position_ids`` says; ``QWenLMHeadModel`` casts itself by the config's
+``bf16``/``fp16``/``fp32`` flags, at most one set, none: bf16 or fp16 on a GPU that has it, else
+fp32, whatever dtype it is loaded in). Written for featkit's tests."""
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ class QWenConfig(PretrainedConfig):
     model_type = "qwen"
 
     def __init__(self, vocab_size: int = 320, hidden_size: int = 32, num_hidden_layers: int = 2,
-                 num_attention_heads: int = 4, visual: dict | None = None, **kwargs) -> None:
+                 num_attention_heads: int = 4, visual: dict | None = None, bf16: bool = False,
+                 fp16: bool = False, fp32: bool = False, **kwargs) -> None:
         self.vocab_size = vocab_size
+        self.bf16, self.fp16, self.fp32 = bf16, fp16, fp32
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -177,8 +181,23 @@ class QWenModel(QWenPreTrainedModel):
 class QWenLMHeadModel(QWenPreTrainedModel):
     def __init__(self, config: QWenConfig) -> None:
         super().__init__(config)
+        assert config.bf16 + config.fp16 + config.fp32 <= 1
+        if config.bf16 + config.fp16 + config.fp32 == 0:
+            cuda = torch.cuda.is_available()
+            if cuda and torch.cuda.is_bf16_supported():
+                config.bf16 = True
+            elif cuda and torch.cuda.get_device_capability(0)[0] >= 7:
+                config.fp16 = True
+            else:
+                config.fp32 = True
         self.transformer = QWenModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.bf16:
+            self.transformer.bfloat16()
+            self.lm_head.bfloat16()
+        if config.fp16:
+            self.transformer.half()
+            self.lm_head.half()
         self.post_init()
 
     def get_input_embeddings(self):
