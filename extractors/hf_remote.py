@@ -391,6 +391,9 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
                                                                local_files_only=True)
     except OSError as err:
         raise MissingWeightsError(f"cannot load {spec.name} from {path}: {first_line(err)}") from None
+    except ImportError as err:  # transformers checks the remote code's imports first
+        raise FeatkitError(f"{spec.name}: its modelling code needs a package that is not "
+                           f"installed: {first_line(err)}") from None
     _declare_pad_token(tokenizer, adapter, spec.name)
     missing = sorted(info.get("missing_keys") or [])
     if missing:

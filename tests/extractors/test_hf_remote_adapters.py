@@ -272,6 +272,17 @@ def test_a_missing_tensor_is_one_line(checkpoint, tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_remote_code_needing_an_absent_package_is_one_line(tmp_path):
+    """Qwen-VL's modeling_qwen.py imports transformers_stream_generator (in chat_stream), which
+    transformers checks before loading: an absent package is a one-line error naming it."""
+    root = build_qwen(tmp_path / "tiny")
+    code = root / "tiny_qwen_vl.py"
+    code.write_text(code.read_text() + "\n\ndef _stream():\n    import featkit_absent_stream_generator\n")
+    with pytest.raises(FeatkitError, match="featkit_absent_stream_generator") as err:
+        load_extractor(f"hf:{root}", options=TRUSTED)
+    assert "\n" not in str(err.value)
+
+
 def test_cogvlm2_positions_follow_its_rule():
     from extractors.hf_remote_adapters import cogvlm2_position_ids
 
