@@ -78,7 +78,6 @@ from extractors.base import ExtractorSpec, Family, OptionSpec
 from extractors.hf_archs import (
     ARCHITECTURES,
     DEFAULT_QWEN_IMAGE_SIZE,
-    refusal,
     supported,
     vision_shape_from_json,
 )
@@ -327,7 +326,8 @@ def load_hf_vlm(
     quiet: bool = False,
     base_model_reference: str | None = None,
 ) -> HFVLMExtractor:
-    """Load a LLaVA / Qwen2-VL ``save_pretrained`` directory (and optional peft adapter);
+    """Load an hf ``save_pretrained`` directory (a VLM, a dual encoder or, trusted, a
+    remote-code VLM) and an optional peft adapter;
     ``base_model_reference`` is what adapters trained on it name as their base (default: the id).
 
     GPU: weights in bf16/fp16 placed directly on ``device`` (``device_map``; transformers 5
@@ -354,9 +354,6 @@ def load_hf_vlm(
     architecture = (config.architectures or [type(config).__name__])[0]
     tower = TOWER_ARCHITECTURES.get(architecture)
     if architecture not in ARCHITECTURES and tower is None:
-        reason = refusal(architecture)
-        if reason:
-            raise UnknownNameError(f"{spec.name} is a {architecture}: {reason}")
         raise UnknownNameError(f"{spec.name} is a {architecture}; the hf family supports "
                                f"{supported()}, {', '.join(TOWER_ARCHITECTURES)}")
     arch = ARCHITECTURES.get(architecture)

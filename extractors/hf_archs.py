@@ -171,15 +171,6 @@ _ARCHITECTURES = (
 #: ``config.architectures[0]`` -> its entry
 ARCHITECTURES: dict[str, Architecture] = {a.model_class: a for a in _ARCHITECTURES}
 
-#: transformers classes featkit refuses, and why (checked against transformers 5.24): none at
-#: present (Molmo2 and Phi-4-multimodal, once here, have their image routes)
-REFUSED: dict[str, str] = {}
-
-
-def refusal(model_class: str) -> str | None:
-    """The one-line reason featkit does not load ``model_class`` (None: not refused)."""
-    return REFUSED.get(model_class)
-
 
 @dataclass(frozen=True)
 class TowerShape:

@@ -15,6 +15,12 @@ backbone and release that is a :class:`Vlm2VecProtocol`:
   resize each image at its own aspect within its pixel limits;
 - the processor's arguments (``processor_kwargs``): Qwen's pixel limits, Phi-3.5-V's crops.
 
+Protocols exist only for the backbones VLM2Vec published checkpoints of (v1: Phi-3.5-V,
+LLaVA-NeXT, Qwen2-VL; v2: Qwen2-VL, and Qwen2.5-VL, which its v2 code trains the same way).
+One difference is kept: featkit decodes every image to RGB before the stretch, where VLM2Vec
+stretches palette ("P") images in their own mode (nearest neighbour) and lets the processor
+convert them; RGB files, as MMEB's are, give the same pixels.
+
 The protocol applies when the checkpoint is recognised by name (:data:`CHECKPOINTS`: the hub
 id, or a local directory of that name) or when the option ``vlm2vec=v1|v2`` asks for it; the
 option ``vlm2vec=off`` embeds a VLM2Vec checkpoint the way featkit embeds any VLM.
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from featkit.errors import FeatkitError
@@ -99,9 +105,6 @@ PROTOCOLS: dict[tuple[str, str], Vlm2VecProtocol] = {
     ("v1", "llava_next"): Vlm2VecProtocol("v1", "llava_next", stretch_to=HIGH_RESOLUTION),
     ("v1", "qwen2_vl"): Vlm2VecProtocol("v1", "qwen2_vl", VLM2VEC_IMAGE["qwen2_vl"].processor_kwargs,
                                         stretch_to=HIGH_RESOLUTION),
-    ("v1", "qwen2_5_vl"): Vlm2VecProtocol("v1", "qwen2_5_vl",
-                                          VLM2VEC_IMAGE["qwen2_5_vl"].processor_kwargs,
-                                          stretch_to=HIGH_RESOLUTION),
     ("v2", "qwen2_vl"): Vlm2VecProtocol("v2", "qwen2_vl", VLM2VEC_IMAGE["qwen2_vl"].processor_kwargs,
                                         native_resolution=True, note=_NATIVE_NOTE),
     ("v2", "qwen2_5_vl"): Vlm2VecProtocol("v2", "qwen2_5_vl",
@@ -124,16 +127,17 @@ _BY_NAME = {repo.rpartition("/")[2]: entry for repo, entry in CHECKPOINTS.items(
 
 
 def recognised(names: Sequence[str | None]) -> tuple[str, str] | None:
-    """(release, backbone) of the first of ``names`` (hub ids or directories) that is a
-    published VLM2Vec checkpoint: a hub id in :data:`CHECKPOINTS` or a directory of a
-    repository's name."""
+    """(release, backbone) of the first of ``names`` that is a published VLM2Vec checkpoint:
+    a hub id in :data:`CHECKPOINTS` (exactly: another owner's repository of that name is not
+    it), or an existing local directory of a repository's name (where ``hf download
+    --local-dir`` or a copy puts it)."""
     for name in names:
         if not name:
             continue
         lowered = str(name).lower().rstrip("/")
         if lowered in CHECKPOINTS:
             return CHECKPOINTS[lowered]
-        if PurePath(lowered).name in _BY_NAME:
+        if Path(str(name)).expanduser().is_dir() and PurePath(lowered).name in _BY_NAME:
             return _BY_NAME[PurePath(lowered).name]
     return None
 

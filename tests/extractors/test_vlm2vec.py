@@ -24,10 +24,14 @@ REPO = "TIGER-Lab/VLM2Vec-Qwen2VL-2B"
 INSTRUCTION = "Represent the given image for classification"
 
 
-def test_published_checkpoints_are_recognised_by_hub_id_or_directory_name():
+def test_published_checkpoints_are_recognised_by_hub_id_or_directory_name(tmp_path):
     assert vlm2vec.recognised(["TIGER-Lab/VLM2Vec-Full"]) == ("v1", "phi3_v")
     assert vlm2vec.recognised(["tiger-lab/vlm2vec-qwen2vl-7b"]) == ("v1", "qwen2_vl")
-    assert vlm2vec.recognised([None, "/data/ckpt/VLM2Vec-V2.0/"]) == ("v2", "qwen2_vl")
+    local = tmp_path / "VLM2Vec-V2.0"
+    local.mkdir()
+    assert vlm2vec.recognised([None, f"{local}/"]) == ("v2", "qwen2_vl")
+    assert vlm2vec.recognised(["/nowhere/VLM2Vec-V2.0"]) is None  # not a directory here
+    assert vlm2vec.recognised(["someone/VLM2Vec-Full"]) is None  # another owner's repository
     assert vlm2vec.recognised(["Qwen/Qwen2-VL-2B-Instruct", "/cache/snapshots/abc"]) is None
     assert vlm2vec.recognised(["someone/VLM2Vec-Qwen2VL-2B-finetuned"]) is None
 
@@ -37,13 +41,15 @@ def test_the_option_is_applied_or_refused_in_one_line():
     assert vlm2vec.protocol_for("auto", "qwen2_vl", ["Qwen/Qwen2-VL-2B-Instruct"], "m") is None
     assert vlm2vec.protocol_for("auto", "qwen2_vl", [REPO], "m").release == "v1"
     # a directory named like a published checkpoint but holding another architecture is not it
-    assert vlm2vec.protocol_for("auto", "llava", ["/tmp/vlm2vec-lora"], "m") is None
+    assert vlm2vec.protocol_for("auto", "llava", [REPO.replace("Qwen2VL-2B", "LoRA")], "m") is None
     assert vlm2vec.protocol_for("v2", "qwen2_vl", ["x"], "m").native_resolution
     with pytest.raises(FeatkitError, match="expected one of auto, off, v1, v2") as err:
         vlm2vec.protocol_for("yes", "qwen2_vl", [REPO], "m")
     assert "\n" not in str(err.value)
     with pytest.raises(FeatkitError, match="VLM2Vec v1 has no such backbone.*vlm2vec=off"):
         vlm2vec.protocol_for("v1", "internvl", ["x"], "m")
+    with pytest.raises(FeatkitError, match="no such backbone"):  # v1 published no Qwen2.5-VL
+        vlm2vec.protocol_for("v1", "qwen2_5_vl", ["x"], "m")
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +204,51 @@ def test_a_lora_on_a_remote_code_base_is_applied_not_ignored(phi3_v_full, tmp_pa
     pixels = torch.stack([base.transform(_images()[0])])
     a, b = adapted(pixels, ["last_token"]), base(pixels, ["last_token"])
     assert float((a["last_token"] - b["last_token"]).abs().max()) > 1e-3
+
+
+def test_a_lora_given_as_adapter_is_recognised_by_its_name(llava_next_lora):
+    vlm = load_extractor("test:tiny-llava-next", adapter=str(llava_next_lora))
+    assert vlm.key_settings()["vlm2vec"]["backbone"] == "llava_next"
+    plain = load_extractor("test:tiny-llava-next")
+    assert "vlm2vec" not in plain.key_settings()
+
+
+def _snapshot(root, repo_id: str):
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("1" * 40)
+    return repo / "snapshots" / ("1" * 40)
+
+
+def test_the_hub_lora_layout_loads_base_plus_adapter_with_the_protocol(tmp_path, monkeypatch):
+    """TIGER-Lab/VLM2Vec-Qwen2VL-2B as VLM2Vec's demos load it: a LoRA repository naming
+    Qwen/Qwen2-VL-2B-Instruct, both in the Hugging Face cache."""
+    import json
+
+    pytest.importorskip("peft")
+    from huggingface_hub import constants
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2VLForConditionalGeneration
+
+    base = build_tiny_qwen2vl(_snapshot(tmp_path, "Qwen/Qwen2-VL-2B-Instruct"), patch_size=14,
+                              vision_layers=1)
+    torch.manual_seed(11)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                            target_modules=["q_proj", "v_proj"]))
+    adapter = _snapshot(tmp_path, REPO)
+    lora.save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct"}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    vlm = load_extractor(f"hf:{REPO}")
+    assert vlm.key_settings()["vlm2vec"]["release"] == "v1"
+    assert vlm.adapter_identity is not None and vlm.prompt.endswith("\n")
+    base_vlm = load_extractor("hf:Qwen/Qwen2-VL-2B-Instruct", options={"vlm2vec": "v1"})
+    pixels = torch.stack([vlm.transform(_images()[0])])
+    assert torch.equal(pixels, torch.stack([base_vlm.transform(_images()[0])]))
+    a, b = vlm(pixels, ["last_token"]), base_vlm(pixels, ["last_token"])
+    assert float((a["last_token"] - b["last_token"]).abs().max()) > 1e-3  # the adapter applies
