@@ -77,9 +77,10 @@ An adapter for a model whose ``config.model_type`` is ``"my_vlm"``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,25 @@ def _default_encode(adapter: RemoteCodeAdapter, model: Any, pixels: torch.Tensor
     return tokens, operator.attrgetter(adapter.projector)(model)(tokens)
 
 
+@contextlib.contextmanager
+def _runs_on_this_transformers(model: str) -> Iterator[None]:
+    """A checkpoint's own code failing on its first call (written for another transformers:
+    a removed helper, a changed signature) is one line naming the error, not a traceback."""
+    import transformers
+
+    try:
+        yield
+    except FeatkitError:
+        raise
+    except Exception as err:  # the checkpoint's code, not featkit's: any failure is reported
+        message = (str(err).strip().splitlines() or [""])[0][:300]
+        raise FeatkitError(
+            f"{model}: its modelling code fails on a first image with transformers "
+            f"{transformers.__version__} ({type(err).__name__}: {message}); it may need a "
+            f"version of transformers it was written for, or a fix in the checkpoint's code"
+        ) from None
+
+
 class RemoteCodeVLMExtractor(TextEmbedder):
     """A loaded remote-code VLM driven by its :class:`RemoteCodeAdapter`."""
 
@@ -204,12 +224,13 @@ class RemoteCodeVLMExtractor(TextEmbedder):
             self.transform, self.image_settings = square_transform(pre), {}
         self.preprocessing = {**pre.to_dict(), "transform": "torchvision", **self.image_settings}
         probe = self.transform(Image.new("RGB", (pre.size, pre.size)))[None]
-        with torch.inference_mode():
+        with torch.inference_mode(), _runs_on_this_transformers(spec.name):
             visual, aligned = self._encode(probe.to(self.device, self.dtype))
-        self.n_image_tokens = int(aligned.shape[1])
-        self.kinds = {"visual": int(visual.shape[-1]), "aligned": int(aligned.shape[-1]),
-                      "last_token": int(aligned.shape[-1])}
-        self._build_prompt()
+            self.n_image_tokens = int(aligned.shape[1])
+            self.kinds = {"visual": int(visual.shape[-1]), "aligned": int(aligned.shape[-1]),
+                          "last_token": int(aligned.shape[-1])}
+            self._build_prompt()
+            self.decode(self.image_prompt(1), aligned)  # the decoder runs too, before any data
 
     def _token_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -366,7 +387,7 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     import torch
     import transformers
 
-    from extractors.hf_weights import first_line, merge_adapter
+    from extractors.hf_weights import first_line, merge_adapter, parameters_not_as_saved
     from featkit.errors import MissingWeightsError
 
     adapter = remote_adapter(model_type, spec.name, _declared_architectures(Path(path)))
@@ -399,6 +420,13 @@ def load_remote_vlm(spec: ExtractorSpec, path: Any, model_type: str, *, weights_
     if missing:
         raise MissingWeightsError(f"{path}: {len(missing)} parameter(s) missing from the checkpoint "
                                   f"(e.g. {missing[0]}); featkit never runs random weights")
+    redrawn = parameters_not_as_saved(model, Path(path))
+    if redrawn:
+        raise MissingWeightsError(
+            f"{path}: {len(redrawn)} parameter(s) differ from the checkpoint after loading (e.g. "
+            f"{redrawn[0]}): its modelling code re-initialised them (transformers 5 runs a model's "
+            f"_init_weights on modules holding a buffer the checkpoint lacks); featkit never runs "
+            f"weights that are not the checkpoint's -- the code needs a guard there")
     adapter_identity = None
     if adapter_dir:
         model, adapter_identity = merge_adapter(model, adapter_dir)

@@ -96,6 +96,72 @@ def _from_hf_cache(repo_id: str) -> tuple[Path, str]:
     return snapshot, f"hf:{repo_id}@{snapshot.name}"
 
 
+#: elements of each tensor compared by :func:`parameters_not_as_saved` (the start of its first row)
+PROBE_ELEMENTS = 64
+
+
+def _checkpoint_files(path: Path) -> list[Path]:
+    """The weight files of a ``save_pretrained`` directory (single file or index of shards)."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (path / single).is_file():
+            return [path / single]
+        if (path / index).is_file():
+            shards = json.loads((path / index).read_text()).get("weight_map", {}).values()
+            return [path / name for name in sorted(set(shards))]
+    return []
+
+
+def _saved_starts(file: Path, wanted: dict) -> dict:
+    """name -> the start of the saved tensor's first row, for the names in ``wanted`` whose saved
+    shape equals the parameter's (read without loading whole tensors)."""
+    import torch
+
+    starts = {}
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                param = wanted.get(name)
+                if param is None:
+                    continue
+                piece = handle.get_slice(name)
+                shape = tuple(piece.get_shape())
+                if shape != tuple(param.shape) or not shape or 0 in shape:
+                    continue
+                index = (*(slice(0, 1) for _ in shape[:-1]), slice(0, PROBE_ELEMENTS))
+                starts[name] = piece[index].reshape(-1)
+        return starts
+    state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    for name, tensor in state.items():
+        param = wanted.get(name)
+        if param is not None and tuple(tensor.shape) == tuple(param.shape) and tensor.numel():
+            starts[name] = tensor.reshape(-1)[:PROBE_ELEMENTS] if tensor.dim() < 2 else \
+                tensor[(*([0] * (tensor.dim() - 1)),)][:PROBE_ELEMENTS]
+    return starts
+
+
+def parameters_not_as_saved(model, path: Path) -> list[str]:
+    """The parameters of a loaded ``model`` whose values are not the checkpoint's in ``path``:
+    the start of each tensor saved under a parameter's name, cast to its dtype, must equal it.
+    A model's own ``_init_weights`` can re-randomise loaded weights (transformers 5 runs it on
+    any module holding a buffer the checkpoint lacks; Qwen-VL's code then redraws
+    ``c_proj.weight``) without any key reported missing; this is what catches it."""
+    import torch
+
+    wanted = {name: p for name, p in model.named_parameters()}
+    differing = []
+    for file in _checkpoint_files(Path(path)):
+        for name, saved in _saved_starts(file, wanted).items():
+            param = wanted[name]
+            loaded = (param.detach().reshape(-1) if param.dim() < 2 else
+                      param.detach()[(*([0] * (param.dim() - 1)),)])[:PROBE_ELEMENTS].cpu()
+            if not torch.equal(saved.to(param.dtype), loaded):
+                differing.append(name)
+    return differing
+
+
 def merge_adapter(model, adapter: str):
     """Apply a peft adapter directory and merge it into the weights (no LoRA overhead at runtime).
 

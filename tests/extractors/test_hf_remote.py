@@ -98,3 +98,37 @@ def test_a_remote_model_without_an_adapter_is_one_line(checkpoint, tmp_path):
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnknownNameError, match="register_remote_adapter"):
         load_extractor(f"hf:{other}", options={"trust_remote_code": True})
+
+
+def test_weights_the_models_code_redraws_after_loading_are_refused(checkpoint, tmp_path):
+    """The Qwen-VL trap: transformers 5 runs _init_weights on a module holding a buffer the
+    checkpoint lacks, and the model's code redraws loaded weights there; no key is missing, so
+    only comparing the loaded values with the saved ones shows it."""
+    import json
+    import shutil
+
+    from featkit.errors import MissingWeightsError
+
+    redrawing = tmp_path / "redrawing"
+    shutil.copytree(checkpoint, redrawing)
+    config = json.loads((redrawing / "config.json").read_text())
+    (redrawing / "config.json").write_text(json.dumps({**config, "redraw_projector": True}))
+    with pytest.raises(MissingWeightsError, match="differ from the checkpoint after loading "
+                                                  r"\(e\.g\. projector\.") as err:
+        load_extractor(f"hf:{redrawing}", options={"trust_remote_code": True})
+    assert "\n" not in str(err.value)
+
+
+def test_code_written_for_another_transformers_fails_in_one_line_at_load(checkpoint, monkeypatch):
+    """The unpatched Qwen-VL code on transformers 5 dies in its decoder (a removed helper): the
+    load runs the decoder once and says so in one line, before any data is read."""
+    import transformers
+
+    def removed_helper(self, *args, **kwargs):
+        raise AttributeError("'QWenModel' object has no attribute 'get_head_mask'")
+
+    monkeypatch.setattr(transformers.LlamaModel, "forward", removed_helper)
+    with pytest.raises(FeatkitError, match="its modelling code fails on a first image with "
+                                           "transformers .*get_head_mask") as err:
+        load_extractor(f"hf:{checkpoint}", options={"trust_remote_code": True})
+    assert "\n" not in str(err.value)

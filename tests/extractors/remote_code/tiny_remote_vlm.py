@@ -13,8 +13,9 @@ class TinyRemoteConfig(PretrainedConfig):
     model_type = "featkit_tiny_remote"
 
     def __init__(self, image_size: int = 16, patch_size: int = 4, vision_hidden: int = 32,
-                 text_config: dict | None = None, **kwargs) -> None:
+                 text_config: dict | None = None, redraw_projector: bool = False, **kwargs) -> None:
         self.image_size = image_size
+        self.redraw_projector = redraw_projector
         self.patch_size = patch_size
         self.vision_hidden = vision_hidden
         self.text_config = dict(text_config or {})
@@ -46,9 +47,14 @@ class TinyRemoteModel(PreTrainedModel):
         self.projector = nn.Sequential(nn.Linear(config.vision_hidden, text.hidden_size), nn.GELU(),
                                        nn.Linear(text.hidden_size, text.hidden_size))
         self.language_model = LlamaModel(text)
+        if config.redraw_projector:  # Qwen-VL's pattern: an unsaved buffer, an unguarded redraw
+            self.projector.register_buffer("masked_bias", torch.tensor(-1e4), persistent=False)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
+        if self.config.redraw_projector and module is self.projector:
+            for parameter in module.parameters():
+                parameter.data.normal_(std=0.5)
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
