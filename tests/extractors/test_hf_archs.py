@@ -30,13 +30,17 @@ MODELS = ["test:tiny-llava-next", "test:tiny-llava-onevision", "test:tiny-intern
 _LOADED: dict = {}
 
 
+def _loaded(model: str):
+    if model == "test:tiny-smolvlm":
+        pytest.importorskip("num2words", reason="SmolVLM's processor needs num2words (dev extra)")
+    if model not in _LOADED:
+        _LOADED[model] = load_extractor(model)
+    return _LOADED[model]
+
+
 @pytest.fixture(params=MODELS)
 def vlm(request):
-    if request.param == "test:tiny-smolvlm":
-        pytest.importorskip("num2words", reason="SmolVLM's processor needs num2words (dev extra)")
-    if request.param not in _LOADED:
-        _LOADED[request.param] = load_extractor(request.param)
-    return _LOADED[request.param]
+    return _loaded(request.param)
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:
@@ -162,9 +166,17 @@ def test_aligned_is_what_the_language_model_receives(vlm):
     assert _max_diff(vlm(_batch(vlm, images), ["aligned"])["aligned"], received) <= TOL
 
 
-def test_cls_is_the_class_token_of_the_whole_image(vlm):
-    if "cls" not in vlm.kinds:
-        pytest.skip("no class token")
+#: the architectures whose vision tower has a class token (the others have no ``cls`` kind)
+CLS_MODELS = ["test:tiny-llava-next", "test:tiny-internvl", "test:tiny-blip2", "test:tiny-llava"]
+
+
+def test_the_class_token_models_are_those_with_a_cls_kind():
+    assert [m for m in MODELS if "cls" in _loaded(m).kinds] == CLS_MODELS
+
+
+@pytest.mark.parametrize("model", CLS_MODELS)
+def test_cls_is_the_class_token_of_the_whole_image(model):
+    vlm = _loaded(model)
     images = _images(2, seed=3)
     inputs = _processed(vlm, images)
     pixels = inputs["pixel_values"]

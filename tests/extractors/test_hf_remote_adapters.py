@@ -114,10 +114,42 @@ BUILDERS = {"internvl_chat": build_internvl, "qwen": build_qwen, "cogvlm2": buil
             "phi3_v": build_phi3_v}
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``kind -> checkpoint directory``, each tiny model built once for the module."""
+    cache: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = BUILDERS[kind](tmp_path_factory.mktemp(kind) / "tiny")
+        return cache[kind]
+
+    return get
+
+
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
-def checkpoint(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param) / "tiny"
-    return request.param, BUILDERS[request.param](root)
+def checkpoint(request, built):
+    return request.param, built(request.param)
+
+
+@pytest.fixture(scope="module")
+def phi3_v(built):
+    return "phi3_v", built("phi3_v")
+
+
+@pytest.fixture(scope="module")
+def internvl_chat(built):
+    return "internvl_chat", built("internvl_chat")
+
+
+@pytest.fixture(scope="module")
+def qwen(built):
+    return "qwen", built("qwen")
+
+
+@pytest.fixture(scope="module")
+def cogvlm2(built):
+    return "cogvlm2", built("cogvlm2")
 
 
 @pytest.fixture(scope="module")
@@ -293,18 +325,16 @@ def test_cogvlm2_positions_follow_its_rule():
     assert cogvlm2_position_ids(types, mask)[0].tolist() == [0, 1, 2, 2, 3, 4, 5]
 
 
-def test_phi3_v_num_crops_from_the_checkpoint_or_the_caller(checkpoint):
-    if checkpoint[0] != "phi3_v":
-        pytest.skip("Phi-3.5-V only")
+def test_phi3_v_num_crops_from_the_checkpoint_or_the_caller(phi3_v):
     from extractors.hf import load_hf_vlm  # noqa: F401  (the hf family loads remote code)
     from extractors.hf_remote import load_remote_vlm
 
-    spec = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED).spec
-    wide = load_remote_vlm(spec, checkpoint[1], "phi3_v", weights_identity="x",
+    spec = load_extractor(f"hf:{phi3_v[1]}", options=TRUSTED).spec
+    wide = load_remote_vlm(spec, phi3_v[1], "phi3_v", weights_identity="x",
                            processor_kwargs={"num_crops": 1}, options=TRUSTED)
     assert wide.key_settings()["num_crops"] == 1 and wide.n_image_tokens == 2 * 144 + 1 + 2 * 12
     with pytest.raises(FeatkitError, match="image_size"):
-        load_remote_vlm(spec, checkpoint[1], "phi3_v", weights_identity="x",
+        load_remote_vlm(spec, phi3_v[1], "phi3_v", weights_identity="x",
                         processor_kwargs={"image_size": 3})
 
 
@@ -316,15 +346,13 @@ def test_adapter_settings_enter_the_key(vlm):
     assert json.dumps(vlm.key_settings())
 
 
-def test_internvl_one_tile_is_the_whole_image_squashed(checkpoint):
+def test_internvl_one_tile_is_the_whole_image_squashed(internvl_chat):
     """OpenGVLab's one-tile path (``dynamic_preprocess`` with one tile: PIL ``resize`` to the
     square; ``build_transform``: bicubic resize, ImageNet mean/std), written out here: a 300 x 200
     image is squashed, not centre-cropped."""
-    if checkpoint[0] != "internvl_chat":
-        pytest.skip("InternVL-Chat only")
     from torchvision import transforms
 
-    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    vlm = load_extractor(f"hf:{internvl_chat[1]}", options=TRUSTED)
     size = vlm.image_preprocessing.size
     image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
     recipe = transforms.Compose([
@@ -333,14 +361,12 @@ def test_internvl_one_tile_is_the_whole_image_squashed(checkpoint):
     assert _close(vlm.transform(image), recipe(image.resize((size, size))))
 
 
-def test_qwen_vl_pixels_are_its_image_transform(checkpoint):
+def test_qwen_vl_pixels_are_its_image_transform(qwen):
     """Qwen-VL's ``visual.image_transform`` (what ``visual.encode`` applies to the image it opens),
     written out: bicubic resize of the whole image to the square, ToTensor, CLIP mean/std."""
-    if checkpoint[0] != "qwen":
-        pytest.skip("Qwen-VL only")
     from torchvision import transforms
 
-    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    vlm = load_extractor(f"hf:{qwen[1]}", options=TRUSTED)
     size = vlm.model.config.visual["image_size"]
     image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
     recipe = transforms.Compose([
@@ -364,15 +390,13 @@ def test_qwen_vl_runs_at_featkits_precision_whatever_its_config_flags(tmp_path):
     assert vlm(pixels, ["last_token"])["last_token"].dtype == torch.float32
 
 
-def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(checkpoint):
+def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(phi3_v):
     """Phi3VImageProcessor on a square image, written out (bilinear resize to g x 336, CLIP
     normalisation, a bicubic 336 px global image first, then the crops row by row): a 300 x 200
     image gives exactly that for its centre 200 x 200 square."""
-    if checkpoint[0] != "phi3_v":
-        pytest.skip("Phi-3.5-V only")
     from torchvision.transforms import functional
 
-    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    vlm = load_extractor(f"hf:{phi3_v[1]}", options=TRUSTED)
     image = Image.fromarray((np.random.default_rng(1).random((200, 300, 3)) * 255).astype("uint8"))
     hd = image.crop((50, 0, 250, 200)).resize((672, 672), Image.BILINEAR)
     hd = functional.normalize(functional.to_tensor(hd), (0.48145466, 0.4578275, 0.40821073),
@@ -382,21 +406,17 @@ def test_phi3_v_crops_are_the_hd_transform_of_the_centre_square(checkpoint):
     assert _close(vlm.transform(image), torch.cat([whole, torch.stack(crops)]))
 
 
-def test_cogvlm2_is_recognised_by_its_architecture(checkpoint):
+def test_cogvlm2_is_recognised_by_its_architecture(cogvlm2):
     """CogVLM2's hub config.json names no model_type: the adapter is found by architecture."""
-    if checkpoint[0] != "cogvlm2":
-        pytest.skip("CogVLM2 only")
-    config = json.loads((checkpoint[1] / "config.json").read_text())
+    config = json.loads((cogvlm2[1] / "config.json").read_text())
     assert "model_type" not in config and config["architectures"] == ["CogVLMForCausalLM"]
-    assert load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED).adapter.model_type == "cogvlm2"
+    assert load_extractor(f"hf:{cogvlm2[1]}", options=TRUSTED).adapter.model_type == "cogvlm2"
 
 
-def test_a_tokenizer_without_a_pad_token_pads_as_the_models_code_does(checkpoint):
+def test_a_tokenizer_without_a_pad_token_pads_as_the_models_code_does(cogvlm2):
     """CogVLM2's Llama-3 tokenizer has no pad token; its code fills the image with
     <|reserved_special_token_0|>, which featkit then pads texts and marks the image with."""
-    if checkpoint[0] != "cogvlm2":
-        pytest.skip("CogVLM2 only")
-    vlm = load_extractor(f"hf:{checkpoint[1]}", options=TRUSTED)
+    vlm = load_extractor(f"hf:{cogvlm2[1]}", options=TRUSTED)
     reserved = vlm.tokenizer.convert_tokens_to_ids("<|reserved_special_token_0|>")
     assert vlm.tokenizer.pad_token_id == reserved == vlm.image_token_id
     assert vlm.embed_texts(["a", "a longer text"]).shape[0] == 2
