@@ -17,11 +17,26 @@ With strata (the datasets of a merged run) each stratum is resampled on its own,
 generator ``numpy.random.default_rng(s)`` for ``s`` in ``SeedSequence(seed).spawn(k)``, and the
 statistic is the mean over all items. Intervals are percentile intervals
 (``numpy.percentile`` of the resampled statistics at ``(1 - level) / 2`` and ``(1 + level) / 2``).
+
+Metrics that are no mean of per-item scores (ROC-AUC, TAR at a FAR, worst-group accuracy,
+macro-AUROC over attributes) get :func:`bootstrap_statistic`: the items are resampled the same
+way and the statistic is recomputed on every resample. Its defining loop, which it runs as
+written (the statistic dominates the cost)::
+
+    rng = numpy.random.default_rng(seed)
+    for b in range(resamples):
+        idx = rng.integers(0, n, size=n)
+        stats[b] = statistic(*(a[idx] for a in arrays))
+
+With ``strata`` (one label per item, e.g. the evaluated group, or same / different pair) the
+strata are taken in sorted order of their labels, stratum ``j`` draws from
+``numpy.random.default_rng(SeedSequence(seed).spawn(k)[j])`` its own ``n_j`` items among its
+members, and ``idx`` is the concatenation, so every resample keeps every stratum's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +202,94 @@ def bootstrap_mean(values: np.ndarray, *, level: float = LEVEL, resamples: int =
     low, high = percentile_interval(stats, level)
     return BootstrapInterval(float(array.mean(dtype=np.float64)), low, high, float(level),
                              int(resamples), int(seed), int(array.shape[0]))
+
+
+#: A statistic of resampled items: the item arrays (resampled along axis 0) -> one value.
+Statistic = Callable[..., float]
+
+
+def _item_arrays(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """The arrays as numpy arrays of one length ``n`` along axis 0, or a one-line error."""
+    items = [np.asarray(a) for a in arrays]
+    if not items:
+        raise FeatkitError("a bootstrapped statistic needs at least one array of items")
+    lengths = {a.shape[0] if a.ndim else -1 for a in items}
+    if len(lengths) != 1 or -1 in lengths:
+        raise FeatkitError(f"the item arrays must have one length along axis 0, got shapes "
+                           f"{[a.shape for a in items]}")
+    n = lengths.pop()
+    if n == 0:
+        raise FeatkitError("no items to resample")
+    return items, n
+
+
+def _strata_members(strata: np.ndarray, n: int) -> list[np.ndarray]:
+    """Each stratum's item indices (ascending), strata in sorted order of their labels."""
+    labels = np.asarray(strata)
+    if labels.shape != (n,):
+        raise FeatkitError(f"strata must give one label per item ({n}), got shape "
+                           f"{labels.shape}")
+    _, codes = np.unique(labels, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes))[:-1]
+    return np.split(order, bounds)
+
+
+def resample_statistics(arrays: Sequence[np.ndarray], statistics: Mapping[str, Statistic],
+                        resamples: int = RESAMPLES, seed: int = 0, *,
+                        strata: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every statistic of every one of ``resamples`` bootstrap resamples of the items (the
+    module docstring's loop; all statistics see the same resamples). ``arrays``: per-item
+    arrays indexed along axis 0, passed to each statistic in order. A statistic that is not
+    finite on some resample is a one-line error naming it."""
+    check_resamples(resamples)
+    items, n = _item_arrays(arrays)
+    if not statistics:
+        raise FeatkitError("no statistic to bootstrap")
+    out = {name: np.empty(resamples, dtype=np.float64) for name in statistics}
+    if strata is None:
+        generators, members = [np.random.default_rng(seed)], [np.arange(n)]
+    else:
+        members = _strata_members(strata, n)
+        generators = [np.random.default_rng(child)
+                      for child in np.random.SeedSequence(seed).spawn(len(members))]
+    for b in range(resamples):
+        idx = np.concatenate([m[rng.integers(0, m.shape[0], size=m.shape[0])]
+                              for m, rng in zip(members, generators)])
+        resampled = [a[idx] for a in items]
+        for name, statistic in statistics.items():
+            out[name][b] = statistic(*resampled)
+    for name, stats in out.items():
+        bad = int(np.count_nonzero(~np.isfinite(stats)))
+        if bad:
+            raise FeatkitError(f"{name} is undefined (NaN) on {bad} of {resamples} bootstrap "
+                               f"resamples: a resample lacks the items it needs (e.g. both "
+                               f"classes); resample within strata or score more items")
+    return out
+
+
+def bootstrap_statistics(arrays: Sequence[np.ndarray], statistics: Mapping[str, Statistic], *,
+                         level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
+                         strata: np.ndarray | None = None) -> dict[str, BootstrapInterval]:
+    """Percentile bootstrap intervals of statistics recomputed on resampled items (see
+    :func:`resample_statistics`); each ``estimate`` is the statistic of the items as given."""
+    check_level(level)
+    items, n = _item_arrays(arrays)
+    draws = resample_statistics(items, statistics, resamples, seed, strata=strata)
+    out = {}
+    for name, statistic in statistics.items():
+        low, high = percentile_interval(draws[name], level)
+        out[name] = BootstrapInterval(float(statistic(*items)), low, high, float(level),
+                                      int(resamples), int(seed), n)
+    return out
+
+
+def bootstrap_statistic(arrays: Sequence[np.ndarray], statistic: Statistic, *,
+                        level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
+                        strata: np.ndarray | None = None) -> BootstrapInterval:
+    """The percentile bootstrap interval of one ``statistic`` of resampled items."""
+    return bootstrap_statistics(arrays, {"statistic": statistic}, level=level,
+                                resamples=resamples, seed=seed, strata=strata)["statistic"]
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, level: float = LEVEL,

@@ -9,7 +9,8 @@ chosen model's features (the hardest negative), one of each per image by default
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,9 @@ def mine_pairs(labels: np.ndarray, mining_features: np.ndarray, *,
 
 @dataclass(frozen=True)
 class PairResult:
-    """Verification scores on the test pairs; the threshold was chosen on the val pairs."""
+    """Verification scores on the test pairs; the threshold was chosen on the val pairs.
+    ``test_correct``: each test pair's 0/1 correctness at that threshold (its mean is
+    ``accuracy``)."""
 
     roc_auc: float
     accuracy: float
@@ -108,6 +111,7 @@ class PairResult:
     achieved_far: float
     counts: dict[str, int]
     warnings: tuple[str, ...]
+    test_correct: np.ndarray = field(repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         return {"roc_auc": self.roc_auc, "accuracy": self.accuracy,
@@ -134,6 +138,7 @@ def pair_verification(val_scores: np.ndarray, val_same: np.ndarray, test_scores:
                                f"(have {int(same.sum())} same, {int((~same).sum())} different)")
     threshold, val_accuracy = best_threshold(val_scores, val_same)
     tar, far_threshold, achieved = tar_at_far(test_scores, test_same, far)
+    test_correct = (np.asarray(test_scores, dtype=np.float64) > threshold) == test_same
     warnings = []
     n_neg = int((~test_same).sum())
     if n_neg * far < 1:
@@ -147,4 +152,14 @@ def pair_verification(val_scores: np.ndarray, val_same: np.ndarray, test_scores:
         far_threshold=far_threshold, achieved_far=achieved,
         counts={"val_same": int(val_same.sum()), "val_different": int((~val_same).sum()),
                 "test_same": int(test_same.sum()), "test_different": n_neg},
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), test_correct=test_correct)
+
+
+def pair_statistics(far: float = PAIRS_FAR) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """The test metrics that are no mean over pairs, as functions of ``(scores, same)`` of
+    (resampled) test pairs: ROC-AUC, and TAR at ``far`` with its threshold taken again from the
+    pairs' own different-pair scores, as :func:`pair_verification` computes them."""
+    def tar(scores: np.ndarray, same: np.ndarray) -> float:
+        return tar_at_far(scores, same, far)[0]
+
+    return {"roc_auc": roc_auc, "tar_at_far": tar}

@@ -60,7 +60,10 @@ class RetrievalResult:
     ``recall_at_k``: at least one relevant item in the top k (metric-learning Recall@k, so
     R@1 = P@1).
     ``per_class_ap``: label -> mean AP of that label's queries.
-    ``per_query_ap``: AP of every query in input order, NaN for excluded queries.
+    ``per_query_ap``: AP of every query in input order, NaN for excluded queries;
+    ``per_query_ap_at_r`` and ``per_query_r_precision`` likewise; ``per_query_first_rank``: the
+    rank of each query's best-ranked relevant item (0 for excluded queries).
+    :meth:`per_query` gives every metric's per-query values, whose means are the metrics.
     """
 
     map: float
@@ -80,6 +83,9 @@ class RetrievalResult:
     chunk_rows: int
     device: str
     per_query_ap: np.ndarray = field(repr=False, compare=False)
+    per_query_ap_at_r: np.ndarray = field(repr=False, compare=False)
+    per_query_r_precision: np.ndarray = field(repr=False, compare=False)
+    per_query_first_rank: np.ndarray = field(repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         """The seven headline metrics as fractions in [0, 1], keyed as in ``METRIC_KEYS``."""
@@ -93,6 +99,22 @@ class RetrievalResult:
             self.recall_at_10,
         )
         return dict(zip(METRIC_KEYS, (float(v) for v in values)))
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Indices of the scored queries (those with a relevant item), ascending."""
+        return np.flatnonzero(self.per_query_first_rank > 0)
+
+    def per_query(self) -> dict[str, np.ndarray]:
+        """Each metric's value per scored query (in :attr:`scored` order), keyed as in
+        ``METRIC_KEYS``: AP, AP@R and R-precision as floats; P@1 and R@k as 0/1 (bool). The
+        metrics are their means, computed the same way (same tie rule)."""
+        scored = self.scored
+        first = self.per_query_first_rank[scored]
+        values = [self.per_query_ap[scored], self.per_query_ap_at_r[scored],
+                  self.per_query_r_precision[scored], first == 1,
+                  *(first <= k for k in RECALL_KS)]
+        return dict(zip(METRIC_KEYS, values))
 
 
 def _labels_1d(labels: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -266,4 +288,7 @@ def retrieval_map(
         chunk_rows=chunk_rows,
         device=blocks.device,
         per_query_ap=ap,
+        per_query_ap_at_r=ap_at_r,
+        per_query_r_precision=r_precision,
+        per_query_first_rank=first_rank,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     add_features,
@@ -58,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"false-accept rate of the TAR (default: {Settings.far:g})")
     parser.add_argument("--seed", type=non_negative_int, default=Settings.seed,
                         help=f"seed of the positives' draw (default: {Settings.seed})")
+    add_ci(parser, unit="test pairs (ROC-AUC and TAR@FAR: within same and different pairs, "
+           "recomputed)")
     add_cache_dir(parser)
     add_outputs(parser)
 
@@ -80,10 +83,12 @@ def pairs_table(record: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from featkit.tasks import pairs
+    from featkit.tasks.intervals import interval_lines
 
     settings = pairs.Settings(pairs=args.pairs, val_pairs=args.val_pairs, split=args.split,
                               val_split=args.val_split, mining_model=args.mining_model,
-                              per_image=args.per_image, far=args.far, seed=args.seed)
+                              per_image=args.per_image, far=args.far, seed=args.seed,
+                              ci=interval_from(args))
     (record,) = pairs.run(source_from(args), args.dataset, settings)
-    emit(record, pairs_table(record), args.json)
+    emit(record, pairs_table(record) + interval_lines(record), args.json)
     return 0

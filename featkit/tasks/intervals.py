@@ -11,23 +11,33 @@ With an :class:`Interval` in a task's settings the record also gets ``ci``: a pe
 bootstrap interval per metric (:func:`probes.bootstrap.bootstrap_mean`), its level, resamples
 and seed. For merged runs the items of each dataset are resampled within that dataset
 (``strata``) and each dataset gets its own interval too.
+
+Metrics that are no mean of per-item scores (ROC-AUC, TAR at a FAR, worst-group accuracy,
+macro-AUROC) get a :class:`Recomputed` interval instead: the items are resampled and the
+statistic recomputed on each resample (:func:`probes.bootstrap.bootstrap_statistics`). Their
+``ci`` row says so (``method``: :data:`RECOMPUTED_METHOD`, ``resampling``: what was resampled
+and how), and the record lists them under ``recomputed_metrics`` whether or not ``--ci`` was
+given, so ``featkit compare`` refuses them in one line: a paired comparison needs the items'
+raw scores, which the record does not keep.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from featkit.errors import FeatkitError
-from probes.bootstrap import LEVEL, RESAMPLES, check_level, check_resamples
+from probes.bootstrap import LEVEL, RESAMPLES, BootstrapInterval, check_level, check_resamples
 
 #: How the record names the method.
 METHOD = "percentile bootstrap"
+#: The ``method`` of a ``ci`` row whose statistic is recomputed on every resample.
+RECOMPUTED_METHOD = "statistic recomputed on each resample"
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,45 @@ def interval_record(scores: Mapping[str, ItemScores], interval: Interval,
     return {**interval.settings(), "metrics": metrics}
 
 
+@dataclass(frozen=True)
+class Recomputed:
+    """The interval of a metric that is no mean of per-item scores: ``result`` from
+    :func:`probes.bootstrap.bootstrap_statistics` over ``unit``; ``resampling`` says what was
+    resampled and what was held fixed (e.g. "test pairs, within same and different pairs; the
+    val threshold fixed")."""
+
+    result: BootstrapInterval
+    unit: str
+    resampling: str
+
+    def row(self) -> dict[str, Any]:
+        """The metric's ``ci`` row."""
+        return {**self.result.row(), "unit": self.unit, "method": RECOMPUTED_METHOD,
+                "resampling": self.resampling}
+
+
+def recompute(arrays: Sequence[np.ndarray], statistics: Mapping[str, Any], interval: Interval,
+              *, unit: str, resampling: str | Mapping[str, str],
+              strata: np.ndarray | None = None) -> dict[str, Recomputed]:
+    """:class:`Recomputed` intervals of ``statistics`` (``{metric: fn(*arrays)}``) of the items
+    in ``arrays`` at the ``interval``'s settings, all from the same resamples. ``resampling``:
+    one text for all, or one per metric."""
+    from probes.bootstrap import bootstrap_statistics
+
+    results = bootstrap_statistics(arrays, statistics, level=interval.level,
+                                   resamples=interval.resamples, seed=interval.seed,
+                                   strata=strata)
+    return {metric: Recomputed(result, unit, resampling if isinstance(resampling, str)
+                               else resampling[metric])
+            for metric, result in results.items()}
+
+
+def recomputed_metrics(record: Mapping[str, Any]) -> dict[str, str]:
+    """``{metric: resampling}`` of the record's metrics whose intervals are recomputed."""
+    listed = record.get("recomputed_metrics")
+    return dict(listed) if isinstance(listed, Mapping) else {}
+
+
 def interval_lines(record: Mapping[str, Any]) -> str:
     """The record's intervals as ``metric: low - high`` lines (empty without ``ci``)."""
     ci = record.get("ci")
@@ -177,8 +226,10 @@ def interval_lines(record: Mapping[str, Any]) -> str:
             f"seed {ci['seed']}):")
     lines = [head]
     for metric, row in ci["metrics"].items():
+        recomputed = " (recomputed per resample)" if row.get("method") == RECOMPUTED_METHOD \
+            else ""
         lines.append(f"  {metric}: {100 * row['estimate']:.2f} [{100 * row['low']:.2f}, "
-                     f"{100 * row['high']:.2f}] over {row['n']} {row['unit']}")
+                     f"{100 * row['high']:.2f}] over {row['n']} {row['unit']}{recomputed}")
         for name, part in row.get("per_stratum", {}).items():
             lines.append(f"    {name}: {100 * part['estimate']:.2f} [{100 * part['low']:.2f}, "
                          f"{100 * part['high']:.2f}] over {part['n']}")
@@ -191,11 +242,21 @@ def refuse_interval(task: str, why: str) -> FeatkitError:
 
 
 def attach_item_scores(extra: dict[str, Any], items: Mapping[str, ItemScores],
-                       interval: Interval | None, metrics: Mapping[str, Any]) -> None:
-    """Add a record's ``per_item`` (always) and ``ci`` (with an ``interval``) to ``extra``."""
+                       interval: Interval | None, metrics: Mapping[str, Any], *,
+                       recomputed: Mapping[str, Recomputed] | None = None,
+                       resampling: Mapping[str, str] | None = None) -> None:
+    """Add a record's ``per_item`` (always) and ``ci`` (with an ``interval``) to ``extra``.
+
+    ``resampling``: ``{metric: how it is resampled}`` of the metrics without per-item means,
+    written as ``recomputed_metrics`` (always); ``recomputed``: their intervals (with
+    ``interval``), added to ``ci`` after the per-item ones."""
     extra["per_item"] = per_item_record(items)
+    if resampling:
+        extra["recomputed_metrics"] = dict(resampling)
     if interval is not None:
         extra["ci"] = interval_record(items, interval, metrics)
+        for metric, entry in (recomputed or {}).items():
+            extra["ci"]["metrics"][metric] = entry.row()
 
 
 def merged_items(correct: np.ndarray, parts: Iterable[tuple[str, list[str]]]) -> ItemScores:

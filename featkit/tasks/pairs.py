@@ -5,6 +5,12 @@ Pairs come from a file (``image_a,image_b,same``; sample ids of the dataset, any
 mined from a split's labels: positives two images of one class, negatives each image's most
 similar other-class image under ``mining_model``'s features (default: the probed model). The
 threshold is chosen on ``val_pairs`` or, without that file, on pairs mined from the val split.
+
+Intervals (``ci``): accuracy is a mean over test pairs (0/1 at the val threshold; ``per_item``)
+and gets the per-item bootstrap. ROC-AUC and TAR at FAR are no means: test pairs are resampled
+within the same and within the different pairs (so every resample has both, in the test set's
+numbers, and FAR's k stays put) and each statistic recomputed; the val threshold stays fixed, so
+the interval covers the test pairs' sampling only, not the choice of the threshold.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, recompute
 from featkit.tasks.loading import FeatureSource, load_datasets, provenance
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice
@@ -25,6 +32,9 @@ INFO = register(TaskInfo(
     columns=("roc_auc", "accuracy", "tar_at_far"), module=__name__,
 ))
 SPLITS = ("train", "val", "test")
+#: How ROC-AUC and TAR at FAR are resampled, as the record states it.
+RESAMPLING = ("test pairs, within the same and within the different pairs; the statistic "
+              "recomputed, the val threshold fixed")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Settings:
     per_image: int = PAIRS_PER_IMAGE
     far: float = PAIRS_FAR
     seed: int = PAIRS_SEED
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_choice(INFO.name, "--split", self.split, SPLITS)
@@ -70,7 +81,7 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None
     """Score the pairs; one record (task ``"pairs"``)."""
     from featkit.datasets.pairs import read_pairs
     from featkit.results import make_result
-    from probes.pairs import cosine_scores, mine_pairs, pair_verification
+    from probes.pairs import cosine_scores, mine_pairs, pair_statistics, pair_verification
 
     settings = settings or Settings()
     (s,) = load_datasets(source, [dataset], SPLITS)
@@ -101,13 +112,23 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None
 
     test = pairs_of(settings.pairs, settings.split)
     val = pairs_of(settings.val_pairs, settings.val_split)
+    test_scores = cosine_scores(features[test[0]], features[test[1]])
     result = pair_verification(cosine_scores(features[val[0]], features[val[1]]), val[2],
-                               cosine_scores(features[test[0]], features[test[1]]), test[2],
-                               far=settings.far)
+                               test_scores, test[2], far=settings.far)
+    extra: dict[str, Any] = {"counts": result.counts}
+    pair_ids = [f"{ids[a]}|{ids[b]}" for a, b in zip(test[0], test[1])]
+    items = {"accuracy": ItemScores.of(result.test_correct, pair_ids, unit="test pairs")}
+    recomputed = None
+    if settings.ci is not None:
+        recomputed = recompute([test_scores, np.asarray(test[2], bool)],
+                               pair_statistics(settings.far), settings.ci, unit="test pairs",
+                               resampling=RESAMPLING, strata=np.asarray(test[2], bool))
+    attach_item_scores(extra, items, settings.ci, result.metrics(), recomputed=recomputed,
+                       resampling=dict.fromkeys(("roc_auc", "tar_at_far"), RESAMPLING))
     return [make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
         settings={**result.settings(), "test_pairs": test[3], "val_pairs": val[3],
                   "per_image": settings.per_image, "seed": settings.seed},
-        provenance=provenance([s]), extra={"counts": result.counts},
+        provenance=provenance([s]), extra=extra,
         warnings=result.warnings,
     )]

@@ -1,4 +1,8 @@
-"""Retrieval task: exact full-ranking mAP of cached features (leave-one-out or vs a gallery)."""
+"""Retrieval task: exact full-ranking mAP of cached features (leave-one-out or vs a gallery).
+
+Every metric is a mean over the scored queries, so the record keeps each one's per-query values
+(``per_item``: AP, AP@R and R-precision as float32, P@1 and R@k as bits) and ``--ci`` gives each
+an interval over queries."""
 
 from __future__ import annotations
 
@@ -69,9 +73,9 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
     provenance = dict(query.meta)
     if gallery is not None:
         provenance["gallery"] = dict(gallery.meta)
-    scored = np.flatnonzero(~np.isnan(result.per_query_ap))
-    items = {"mAP": ItemScores.of(result.per_query_ap[scored],
-                                  [query.sample_ids[i] for i in scored], unit="queries")}
+    scored_ids = [query.sample_ids[i] for i in result.scored]
+    items = {metric: ItemScores.of(values, scored_ids, unit="queries")
+             for metric, values in result.per_query().items()}
     extra: dict[str, Any] = {
         "counts": {"queries": result.n_queries, "excluded_queries": result.n_excluded,
                    "gallery": result.n_gallery},
