@@ -124,6 +124,12 @@ def _count(flags: np.ndarray) -> np.ndarray:
     return flags.view(np.uint8).sum(axis=1, dtype=dtype).astype(np.int64)
 
 
+def top_k_hits(ranks: np.ndarray, n_classes: int, k: int = TOP_K) -> np.ndarray:
+    """Per image: is the true class among the top ``min(k, n_classes)`` (the 0/1 scores whose
+    mean is top-k; ``k = 1``: top-1)."""
+    return np.asarray(ranks) < min(k, n_classes)
+
+
 def metrics_from_ranks(ranks: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                        k: int = TOP_K) -> ClassificationMetrics:
     """Top-1, top-``min(k, C)`` and mean per-class accuracy from the true classes' ranks."""
@@ -131,13 +137,13 @@ def metrics_from_ranks(ranks: np.ndarray, labels: np.ndarray, class_names: Seque
     n_classes = len(class_names)
     if labels.size == 0:
         return ClassificationMetrics(float("nan"), float("nan"), float("nan"), {}, 0)
-    hit1 = ranks == 0
+    hit1 = top_k_hits(ranks, n_classes, 1)
     counts = np.bincount(labels, minlength=n_classes)
     correct = np.bincount(labels, weights=hit1, minlength=n_classes)
     present = np.flatnonzero(counts)
     return ClassificationMetrics(
         top1=float(hit1.mean()),
-        top5=float((ranks < min(k, n_classes)).mean()),
+        top5=float(top_k_hits(ranks, n_classes, k).mean()),
         mean_per_class=float(np.mean(correct[present] / counts[present])),
         per_class={class_names[c]: float(correct[c] / counts[c]) for c in present},
         n_samples=int(labels.size),
@@ -156,6 +162,21 @@ def zeroshot_classify(
     """Zero-shot metrics of image ``features`` (N x D) against class embeddings ``classes``
     (C x D; :func:`class_embeddings`). ``groups``: old class -> new class (a label map; a new
     class scores as its best member), ``labels`` and ``class_names`` then in the new space."""
+    return zeroshot_classify_ranks(features, labels, classes, class_names, groups=groups,
+                                   device=device)[0]
+
+
+def zeroshot_classify_ranks(
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    groups: np.ndarray | None = None,
+    device: str | None = "cpu",
+) -> tuple[ClassificationMetrics, np.ndarray]:
+    """:func:`zeroshot_classify`'s metrics and the true class's rank of every image (0 =
+    predicted), from which the per-image scores behind top-1 and top-k follow."""
     features = np.asarray(features)
     labels = np.asarray(labels, dtype=np.int64)
     classes = np.asarray(classes, dtype=np.float32)
@@ -172,7 +193,7 @@ def zeroshot_classify(
     if labels.size and (labels.min() < 0 or labels.max() >= n_out):
         raise ValueError(f"labels must lie in [0, {n_out}); got [{labels.min()}, {labels.max()}]")
     ranks = zeroshot_ranks(features, labels, classes, groups=groups, device=device)
-    return metrics_from_ranks(ranks, labels, names)
+    return metrics_from_ranks(ranks, labels, names), ranks
 
 
 def _check_true_scores(true: np.ndarray, start: int) -> None:

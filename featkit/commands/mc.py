@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     device,
@@ -29,7 +30,8 @@ DESCRIPTION = (
     "child -> parent tree), or random; the answer position is shuffled with --seed. 'score' "
     "scores a model on such a file: CLIP-style models by image-option cosine, generative VLMs by "
     "each option's log-likelihood given the image and question (prefix computed once, its KV "
-    "cache reused for every option), so no answer parsing is needed."
+    "cache reused for every option), so no answer parsing is needed; --ci LEVEL adds a "
+    "percentile bootstrap interval of top-1 over the questions."
 )
 
 
@@ -117,12 +119,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--predictions", default=None,
                        help="per-question predictions (JSONL; default: next to --json as "
                        "<name>.predictions.jsonl, else next to the questions)")
+    add_ci(score, unit="questions")
     score.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(score)
 
 
 def mc_table(record: dict[str, Any]) -> str:
+    """The readable summary of a multiple-choice record, with the interval of --ci."""
     from featkit.results import metrics_table
+    from featkit.tasks.intervals import interval_lines
 
     settings = record["settings"]
     how = (f"likelihood of the {settings['score']} (length norm {settings['length_norm']})"
@@ -130,7 +135,7 @@ def mc_table(record: dict[str, Any]) -> str:
     return (f"{record['model']} on {record['dataset']} multiple choice "
             f"({record['counts']['questions']} questions, {'/'.join(map(str, settings['choices']))} "
             f"options, distractors {', '.join(settings['distractors'])}), {how}\n"
-            + metrics_table(record))
+            + metrics_table(record) + interval_lines(record))
 
 
 def _predictions_path(args: argparse.Namespace, model: str) -> Path:
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     settings = mc.ScoreSettings(method=args.method, target=args.target,
                                 length_norm=args.length_norm, templates=args.templates,
                                 device=args.device, precision=args.precision,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, ci=interval_from(args))
     scored = mc.score(args.model, args.questions, settings, weights=args.weights,
                       adapter=args.adapter, cache_dir=args.cache_dir,
                       progress=not args.no_progress)

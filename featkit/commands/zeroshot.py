@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from featkit.commands.ci import add_ci, interval_from
 from featkit.commands.common import (
     add_cache_dir,
     add_model_dataset,
@@ -26,7 +27,9 @@ DESCRIPTION = (
     "mean of its normalised prompt embeddings, and each cached image feature is assigned the "
     "class of highest cosine similarity. Class embeddings are cached next to the image features. "
     "--dataset a,b --merge lets all datasets' classes compete; --label-map merges classes (a "
-    "merged class scores as its best member)."
+    "merged class scores as its best member). --ci LEVEL adds percentile bootstrap intervals "
+    "of top-1 and top-5 over the images (a merged run's resampled within each dataset; "
+    "mean_per_class, a mean over classes, gets none)."
 )
 
 
@@ -59,14 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda, cuda:N or auto (default: cuda if present)")
     parser.add_argument("--precision", default=Settings.precision, choices=list(PRECISIONS),
                         help=f"text tower precision on GPU (default: {Settings.precision})")
+    add_ci(parser, unit="the scored images (--split)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cache_dir(parser)
     add_outputs(parser)
 
 
 def zeroshot_table(record: dict[str, Any]) -> str:
-    """The readable summary of a zero-shot record."""
+    """The readable summary of a zero-shot record, with the intervals of --ci."""
     from featkit.results import format_table, metrics_table
+    from featkit.tasks.intervals import interval_lines
 
     prov = record["provenance"]
     texts = prov["text"] if "per_dataset" in record else {record["dataset"]: prov["text"]}
@@ -84,7 +89,7 @@ def zeroshot_table(record: dict[str, Any]) -> str:
                  "drop (points)": f"{100 * row['drop']:+.2f}"}
                 for name, row in record["per_dataset"].items()]
         lines.append(format_table(rows))
-    return "\n".join(lines)
+    return "\n".join(lines) + interval_lines(record)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         templates=args.templates, class_names=args.classnames, split=args.split,
         precision=args.precision, device=args.device, merge=args.merge,
         label_map=None if args.label_map is None else str(args.label_map),
+        ci=interval_from(args),
     )
     records = zeroshot.run(source, split_list(args.dataset), settings,
                            progress=not args.no_progress)

@@ -12,6 +12,13 @@ log-likelihood of each option (or of its letter) after the image and the questio
 (:class:`extractors.option_scoring.OptionScorer`: the prefix once, its KV cache reused for every
 option), so no answer is parsed. Accuracy and mean per-class accuracy go into a record; every
 question's prediction and option scores into a predictions JSONL.
+
+The record stores each question's 0/1 correctness as the per-item scores of ``top1``
+(``per_item``, see :mod:`featkit.tasks.intervals`; the items are the questions, named by id,
+options and answer, so two records pair only on the same questions); with ``ci`` it also gets
+a bootstrap interval of ``top1`` over the questions (those of several datasets resampled within
+each dataset). ``mean_per_class`` (a mean over classes) and ``chance`` (fixed by the question
+set) get none.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice, check_device, check_positive_int
 
@@ -87,7 +95,8 @@ class ScoreSettings:
     """``method``: ``similarity`` (image-text cosine), ``likelihood`` (a VLM's option
     log-likelihood) or ``auto`` (likelihood for generative VLMs); ``target``: score each
     option's text or its letter; ``length_norm``: ``token`` divides a likelihood by the
-    option's token count; ``batch_size``: questions whose prefixes run in one forward."""
+    option's token count; ``batch_size``: questions whose prefixes run in one forward;
+    ``ci``: a bootstrap interval of top-1 over the questions."""
 
     method: str = "auto"
     target: str = "option"
@@ -96,6 +105,7 @@ class ScoreSettings:
     device: str | None = None
     precision: str = "fp32"
     batch_size: int = 8
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("mc score", "--batch-size", self.batch_size)
@@ -340,6 +350,7 @@ class Settings:
     device: str | None = None
     precision: str = "fp32"
     batch_size: int = 8
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         self.build_settings()
@@ -354,7 +365,7 @@ class Settings:
         return ScoreSettings(method=self.method, target=self.target,
                              length_norm=self.length_norm, templates=self.templates,
                              device=self.device, precision=self.precision,
-                             batch_size=self.batch_size)
+                             batch_size=self.batch_size, ci=self.ci)
 
 
 def questions_path(dataset: str, settings: Settings, cache_dir=None) -> Path:
@@ -436,6 +447,10 @@ def score(model: str, questions_path: str | os.PathLike, settings: ScoreSettings
             "scores": [float(s) for s in row],
             **({"n_tokens": [int(n) for n in counts[i]]} if counts is not None else {}),
         })
+    extra = {"per_class": result.per_class,
+             "counts": {"questions": result.n_questions, "classes": len(result.per_class)}}
+    attach_item_scores(extra, {"top1": question_items(questions, result.correct)}, settings.ci,
+                       result.metrics())
     record = make_result(
         INFO.name, model=extra_prov.pop("model_id"), dataset=",".join(datasets),
         features=features, metrics=result.metrics(),
@@ -446,10 +461,30 @@ def score(model: str, questions_path: str | os.PathLike, settings: ScoreSettings
                   "choices": sorted({len(q["options"]) for q in questions}),
                   "distractors": sorted({str(q.get("distractors")) for q in questions})},
         provenance={"questions": _file_identity(questions_path, len(questions)), **extra_prov},
-        extra={"per_class": result.per_class,
-               "counts": {"questions": result.n_questions, "classes": len(result.per_class)}},
+        extra=extra,
     )
     return Scored(record, predictions)
+
+
+def question_items(questions: Sequence[dict[str, Any]], correct: np.ndarray) -> ItemScores:
+    """Each question's 0/1 correctness, named by its id (or dataset/split/sample id), options
+    and answer. Questions of several datasets are ordered by dataset (stably) and resampled
+    within each (the strata)."""
+    keys = [_question_key(q) for q in questions]
+    datasets = [str(q["dataset"]) for q in questions]
+    names = sorted(set(datasets))
+    if len(names) == 1:
+        return ItemScores.of(np.asarray(correct, dtype=bool), keys, unit="questions")
+    order = sorted(range(len(questions)), key=datasets.__getitem__)
+    return ItemScores.of(np.asarray(correct, dtype=bool)[order], [keys[i] for i in order],
+                         unit="questions",
+                         strata=[(name, datasets.count(name)) for name in names])
+
+
+def _question_key(q: dict[str, Any]) -> str:
+    """What makes two questions the same item: the image and what was asked about it."""
+    where = q.get("question_id") or f"{q['dataset']}/{q['split']}/{q['sample_id']}"
+    return f"{where}\t{json.dumps([q['options'], int(q['answer_index'])], ensure_ascii=False)}"
 
 
 def _label_names(questions: Sequence[dict[str, Any]]) -> list[str]:

@@ -6,6 +6,11 @@ of the model whose image features are scored, with the same weights. An image is
 class of highest cosine similarity. With a label map, a merged class scores as its best member;
 with ``merge``, all datasets' classes compete and each dataset's top-1 is reported next to its
 own zero-shot top-1. The record's provenance carries the templates and the class names used.
+
+Every record stores the per-image 0/1 scores of ``top1`` and ``top5`` (``per_item``, see
+:mod:`featkit.tasks.intervals`); with ``ci`` it also gets their bootstrap intervals over the
+scored images (a merged run's resampled within each dataset). ``mean_per_class`` is a mean over
+classes, not over images, and gets no interval.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, merged_items
 from featkit.tasks.loading import (
     FeatureSource,
     Splits,
@@ -47,12 +53,13 @@ class Settings(ClassifierSettings):
     """``templates``: a built-in template set, ``"dataset"`` (the dataset's own CLIP-style
     set) or a file; ``class_names``: a built-in class-name list or a file (one dataset only;
     default: the dataset's own list); ``split``: the images scored; ``precision``: the text
-    tower's on GPU."""
+    tower's on GPU; ``ci``: bootstrap intervals of top-1 and top-5 over the images."""
 
     templates: str = "simple"
     class_names: str | None = None
     split: str = "test"
     precision: str = "fp32"
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
@@ -148,20 +155,25 @@ def run(source: FeatureSource, datasets: Sequence[str], settings: Settings | Non
 
 def _single(s: Splits, side: DatasetText, settings: Settings) -> dict[str, Any]:
     from featkit.results import make_result
-    from probes.zeroshot import zeroshot_classify
+    from probes.zeroshot import zeroshot_classify_ranks
 
     split = settings.split
-    result = zeroshot_classify(s.features[split], s.labels[split], side.text.embeddings,
-                               s.class_names, groups=side.groups, device=settings.device)
+    result, ranks = zeroshot_classify_ranks(s.features[split], s.labels[split],
+                                            side.text.embeddings, s.class_names,
+                                            groups=side.groups, device=settings.device)
+    extra = {"per_class": result.per_class,
+             "counts": {split: result.n_samples, "classes": len(s.class_names)},
+             **label_map_extra(settings.label_map, s)}
+    ids = s.files[split].sample_ids
+    items = {metric: ItemScores.of(hits, ids)
+             for metric, hits in _hits(ranks, len(s.class_names)).items()}
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
         settings=_record_settings(settings),
         provenance={**provenance([s]), "text": side.text.provenance(),
                     "class_names": side.names.provenance()},
-        extra={"per_class": result.per_class,
-               "counts": {split: result.n_samples, "classes": len(s.class_names)},
-               **label_map_extra(settings.label_map, s)},
-        warnings=side.warnings,
+        extra=extra, warnings=side.warnings,
     )
 
 
@@ -190,12 +202,23 @@ def _merged(loaded: Sequence[Splits], texts: Sequence[DatasetText], settings: Se
     prov = provenance(loaded)
     prov["text"] = {s.dataset: side.text.provenance() for s, side in zip(loaded, texts)}
     prov["class_names"] = {s.dataset: side.names.provenance() for s, side in zip(loaded, texts)}
+    extra = {"per_dataset": per_dataset, "mean_drop": mean_drop,
+             "label_space": label_space_record(merged.space), "per_class": result.per_class,
+             "counts": {split: result.n_samples, "classes": len(names)}}
+    parts = [(s.dataset, s.files[split].sample_ids) for s in loaded]
+    items = {metric: merged_items(hits, parts)
+             for metric, hits in _hits(ranks, len(names)).items()}
+    attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
         INFO.name, model=loaded[0].model, dataset=",".join(s.dataset for s in loaded),
         features=loaded[0].kind, metrics=result.metrics(),
-        settings=_record_settings(settings), provenance=prov,
-        extra={"per_dataset": per_dataset, "mean_drop": mean_drop,
-               "label_space": label_space_record(merged.space), "per_class": result.per_class,
-               "counts": {split: result.n_samples, "classes": len(names)}},
+        settings=_record_settings(settings), provenance=prov, extra=extra,
         warnings=[w for side in texts for w in side.warnings],
     )
+
+
+def _hits(ranks: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    """The per-image 0/1 scores whose means are the record's ``top1`` and ``top5``."""
+    from probes.zeroshot import TOP_K, top_k_hits
+
+    return {"top1": top_k_hits(ranks, n_classes, 1), "top5": top_k_hits(ranks, n_classes, TOP_K)}
