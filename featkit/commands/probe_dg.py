@@ -56,7 +56,8 @@ TAXONOMY_DESCRIPTION = (
     "The linear probe (C swept on val, refit, one test score) at every level of a class "
     "hierarchy: --hierarchy is a CSV whose header names the levels from fine to coarse "
     "(species,genus,family,order) with one line per class; each level relabels the classes to "
-    "its names. --plot draws accuracy against level."
+    "its names. --plot draws accuracy against level. --ci LEVEL adds percentile bootstrap "
+    "intervals of every level's top-1 over the test images."
 )
 
 
@@ -178,6 +179,9 @@ def add_dg_arguments(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=positive_int, default=lin.max_iter,
                    help=f"L-BFGS iterations per C (default: {lin.max_iter})")
     p.add_argument("--plot", default=None, help="write accuracy against level (PNG) here")
+    from featkit.commands.ci import add_ci
+
+    add_ci(p)
 
 
 def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -241,15 +245,16 @@ def attributes_table(record: dict[str, Any]) -> str:
 
 
 def taxonomy_table(record: dict[str, Any]) -> str:
-    """The readable summary of a ``taxonomy`` record."""
+    """The readable summary of a ``taxonomy`` record, with the intervals of --ci."""
     from featkit.results import format_table, warnings_text
+    from featkit.tasks.intervals import interval_lines
 
     rows = [{"level": r["level"], "classes": r["classes"], "C": f"{r['C']:.3g}",
              "top1": r["top1"], "top5": r["top5"], "mean per class": r["mean_per_class"]}
             for r in record["levels"]]
     return "\n".join([f"{record['model']} on {record['dataset']} ({record['features']}), "
                       f"linear probe by taxonomy level ({record['settings']['hierarchy']})",
-                      format_table(rows)]) + warnings_text(record)
+                      format_table(rows)]) + interval_lines(record) + warnings_text(record)
 
 
 def _emit_all(records: list[dict[str, Any]], table, json_path: str | None) -> None:
@@ -304,8 +309,11 @@ def run_dg(args: argparse.Namespace) -> int:
     probe = linear.Settings(normalization=args.normalization,
                             c_grid=_numbers(args.c_grid, "--c-grid"), max_iter=args.max_iter,
                             device=args.device)
+    from featkit.commands.ci import interval_from
+
     settings = taxonomy.Settings(hierarchy=args.hierarchy,
-                                 levels=tuple(split_list(args.levels)), probe=probe)
+                                 levels=tuple(split_list(args.levels)), probe=probe,
+                                 ci=interval_from(args))
     records = taxonomy.run(source, split_list(args.dataset), settings, progress=progress)
     _emit_all(records, taxonomy_table, args.json)
     if args.plot:
