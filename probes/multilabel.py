@@ -227,6 +227,23 @@ class MultilabelResult:
                                                   self.positives, self.labelled)]
 
 
+def multilabel_statistics(attribute_groups: Sequence[str]) -> dict[str, Any]:
+    """The test metrics of :meth:`MultilabelResult.metrics` as functions of per-image
+    ``(scores, targets, mask)`` (images x attributes), computed as
+    :func:`evaluate_multilabel_probe` computes them, to be recomputed on resampled images.
+    ``attribute_groups[a]``: attribute ``a``'s group."""
+    group_of = np.asarray(attribute_groups)
+    columns = [np.flatnonzero(group_of == g) for g in dict.fromkeys(attribute_groups)]
+
+    def mean_group_top1(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
+        tops = [group_top1(scores, targets & mask, c)[0] for c in columns]
+        finite = [t for t in tops if np.isfinite(t)]
+        return float(np.mean(finite)) if finite else float("nan")
+
+    return {"macro_auroc": macro_auroc, "map": mean_average_precision,
+            "mean_group_top1": mean_group_top1}
+
+
 def evaluate_multilabel_probe(fit: MultilabelFit, test_features: np.ndarray,
                               test_targets: np.ndarray, names: Sequence[str], *,
                               test_mask: np.ndarray | None = None) -> MultilabelResult:

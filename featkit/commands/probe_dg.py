@@ -93,6 +93,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def add_dg_arguments(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``dg``, ``attributes`` and ``taxonomy`` subcommands to ``featkit probe``."""
+    from featkit.commands.ci import add_ci
     from featkit.tasks import attributes, dg, linear
 
     d, a, lin = dg.Settings, attributes.Settings, linear.Settings
@@ -143,6 +144,8 @@ def add_dg_arguments(subparsers: argparse._SubParsersAction) -> None:
                    help='JSON merging attribute values, {"pink": "red"} or {"fgd": {...}}')
     p.add_argument("--save-predictions", default=None,
                    help="write the test predictions of every algorithm and seed (.npz)")
+    add_ci(p, unit="test items, the seeds' networks fixed (worst group: within each group, "
+           "recomputed)")
 
     p = subparsers.add_parser("attributes", help="attribute probes (CUB multi-label, manifest "
                               "columns)", description=ATTRIBUTES_DESCRIPTION)
@@ -164,6 +167,7 @@ def add_dg_arguments(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--c-grid", default=None,
                    help="categorical attributes: the linear probe's C values (default: its grid)")
     p.add_argument("--attr-map", default=None, help="JSON merging attribute values")
+    add_ci(p, unit="test images (macro-AUROC, mAP and mean top-1: recomputed)")
 
     p = subparsers.add_parser("taxonomy", help="linear probe at every level of a class "
                               "hierarchy", description=TAXONOMY_DESCRIPTION)
@@ -210,6 +214,7 @@ def _chosen(values: list[Any]) -> str:
 def dg_table(record: dict[str, Any]) -> str:
     """The readable summary of a ``dg`` record."""
     from featkit.results import format_table, warnings_text
+    from featkit.tasks.intervals import interval_lines
 
     settings = record["settings"]
     groups = record["groups"]
@@ -225,12 +230,13 @@ def dg_table(record: dict[str, Any]) -> str:
             for name, summary in record["algorithms"].items()
         ]),
     ]
-    return "\n".join(lines) + warnings_text(record)
+    return "\n".join(lines) + interval_lines(record) + warnings_text(record)
 
 
 def attributes_table(record: dict[str, Any]) -> str:
     """The readable summary of an ``attributes`` record."""
     from featkit.results import format_table, metrics_table
+    from featkit.tasks.intervals import interval_lines
 
     head = f"{record['model']} on {record['dataset']} ({record['features']}), attributes"
     if record["settings"]["mode"] == "binary":
@@ -241,7 +247,7 @@ def attributes_table(record: dict[str, Any]) -> str:
         rows = [{"attribute": name, "values": len(v["values"]), "C": f"{v['C']:.3g}",
                  "top1": v["top1"], "mean per class": v["mean_per_class"]}
                 for name, v in record["per_attribute"].items()]
-    return "\n".join([head, format_table(rows), metrics_table(record)])
+    return "\n".join([head, format_table(rows), metrics_table(record)]) + interval_lines(record)
 
 
 def taxonomy_table(record: dict[str, Any]) -> str:
@@ -270,6 +276,7 @@ def _emit_all(records: list[dict[str, Any]], table, json_path: str | None) -> No
 
 def run_dg(args: argparse.Namespace) -> int:
     """Run ``featkit probe dg|attributes|taxonomy``."""
+    from featkit.commands.ci import interval_from
     from featkit.tasks import attributes, dg, linear, taxonomy
 
     source, progress = source_from(args), not args.no_progress
@@ -285,7 +292,7 @@ def run_dg(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, burnin=args.burnin, adapter_dim=args.adapter_dim,
             mmd_max_rows=args.mmd_max_rows, normalization=args.normalization,
             resplit=not args.no_resplit, grids=tuple(args.grid), holdout=args.holdout,
-            attr_map=args.attr_map, device=args.device,
+            attr_map=args.attr_map, device=args.device, ci=interval_from(args),
         )
         records = dg.run(source, args.dataset, settings, save_predictions=args.save_predictions,
                          progress=progress)
@@ -299,7 +306,7 @@ def run_dg(args: argparse.Namespace) -> int:
             attributes=tuple(split_list(args.attributes)), min_certainty=args.min_certainty,
             l2_grid=_numbers(args.l2_grid, "--l2-grid"), max_iter=args.max_iter,
             normalization=args.normalization, c_grid=_numbers(args.c_grid, "--c-grid"),
-            attr_map=args.attr_map, device=args.device,
+            attr_map=args.attr_map, device=args.device, ci=interval_from(args),
         )
         _emit_all(attributes.run(source, args.dataset, settings, progress=progress),
                   attributes_table, args.json)

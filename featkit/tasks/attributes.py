@@ -9,6 +9,13 @@ each, the attribute's values as classes (:mod:`probes.linear`).
 Attributes are matched to the cached rows by sample id, read from the dataset root the cache
 names (or ``FeatureSource.data_root``), so they need no re-extraction. This module also holds
 the attribute lookup the DG task shares (:func:`attribute_columns`).
+
+Intervals (``ci``): binary mode's macro-AUROC, mAP and mean group top-1 are no means over
+images: the test images are resampled (with their labels and certainty masks) and the metrics
+recomputed with the trained outputs fixed. Categorical mode's per-attribute top-1 is a mean
+over that attribute's test rows (``per_item``, the per-item bootstrap); ``mean_top1`` (the mean
+of the attributes' top-1) is recomputed over resampled test images, an image scoring in every
+attribute it has a value of. ``mean_per_class`` gets no interval.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, recompute
 from featkit.tasks.loading import FeatureSource, Splits, load_datasets, provenance
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_device, check_grid
@@ -32,6 +40,11 @@ INFO = register(TaskInfo(
 ))
 SPLITS = ("train", "val", "test")
 CLASS_KEY = "class"
+#: How the recomputed metrics are resampled, as records state it.
+BINARY_RESAMPLING = ("test images with their labels and masks; the metric recomputed, the "
+                     "trained outputs fixed")
+MEAN_TOP1_RESAMPLING = ("test images; each attribute's top-1 over the resampled images with a "
+                        "value of it, then their mean; the probes fixed")
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Settings:
     linear_max_iter: int = LINEAR_MAX_ITER
     attr_map: str | None = None
     device: str | None = None
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         check_device(INFO.name, self.device)
@@ -159,7 +173,11 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
 def _binary(source: FeatureSource, s: Splits, root: str, settings: Settings) -> dict[str, Any]:
     from featkit.datasets.attributes import CUB_CERTAINTIES, read_cub_attributes
     from featkit.results import make_result
-    from probes.multilabel import evaluate_multilabel_probe, fit_multilabel_probe
+    from probes.multilabel import (
+        evaluate_multilabel_probe,
+        fit_multilabel_probe,
+        multilabel_statistics,
+    )
 
     binary = read_cub_attributes(root)
     groups = list(settings.attributes) or list(binary.group_names)
@@ -178,6 +196,17 @@ def _binary(source: FeatureSource, s: Splits, root: str, settings: Settings) -> 
                                max_iter=settings.max_iter, device=settings.device)
     result = evaluate_multilabel_probe(fit, data["test"][0], data["test"][1], names,
                                        test_mask=data["test"][2])
+    extra = {"per_group": result.group_scores, "per_attribute": result.per_attribute_table(),
+             "sweep": fit.sweep, "counts": {split: int(len(d[0])) for split, d in data.items()}}
+    statistics = multilabel_statistics(attribute_groups)
+    recomputed = None
+    if settings.ci is not None:
+        test_arrays = [fit.scores(data["test"][0]), np.asarray(data["test"][1], dtype=bool),
+                       np.asarray(data["test"][2], dtype=bool)]
+        recomputed = recompute(test_arrays, statistics, settings.ci, unit="test images",
+                               resampling=BINARY_RESAMPLING)
+    attach_item_scores(extra, {}, settings.ci, result.metrics(), recomputed=recomputed,
+                       resampling=dict.fromkeys(statistics, BINARY_RESAMPLING))
     return make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
         settings={
@@ -187,11 +216,7 @@ def _binary(source: FeatureSource, s: Splits, root: str, settings: Settings) -> 
             "normalization": settings.normalization, "max_iter": settings.max_iter,
             "device": settings.device or "auto", "attributes_file": binary.source,
         },
-        provenance=provenance([s]),
-        extra={"per_group": result.group_scores, "per_attribute": result.per_attribute_table(),
-               "sweep": fit.sweep,
-               "counts": {split: int(len(d[0])) for split, d in data.items()}},
-        warnings=fit.warnings,
+        provenance=provenance([s]), extra=extra, warnings=fit.warnings,
     )
 
 
@@ -209,6 +234,9 @@ def _categorical(source: FeatureSource, s: Splits, settings: Settings, progress:
                            "attributes/ folder)")
     columns = attribute_columns(source, s, names, settings.attr_map)
     per_attribute, metrics, warnings = {}, {}, []
+    test_ids = list(s.files["test"].sample_ids)
+    items: dict[str, ItemScores] = {}
+    correct_columns = []  # per attribute: each test image's 0/1, NaN without a value
     for name in names:
         vocabulary = sorted({v for v in columns["train"][name] if v is not None})
         index = {v: i for i, v in enumerate(vocabulary)}
@@ -231,6 +259,12 @@ def _categorical(source: FeatureSource, s: Splits, settings: Settings, progress:
                                max_iter=settings.linear_max_iter, device=settings.device,
                                progress=progress)
         result = evaluate_linear_probe(fit, *split_data["test"])
+        kept = np.asarray([v in index for v in columns["test"][name]], dtype=bool)
+        correct = fit.probe.predict(split_data["test"][0]) == split_data["test"][1]
+        items[f"{name}.top1"] = ItemScores.of(correct, [i for i, k in zip(test_ids, kept) if k])
+        column = np.full(len(kept), np.nan)
+        column[kept] = correct
+        correct_columns.append(column)
         warnings += [f"{name}: {w}" for w in fit.warnings]
         per_attribute[name] = {"values": vocabulary, "C": fit.C, "top1": result.top1,
                                "mean_per_class": result.test.mean_per_class,
@@ -240,11 +274,28 @@ def _categorical(source: FeatureSource, s: Splits, settings: Settings, progress:
         metrics[f"{name}.top1"] = result.top1
         metrics[f"{name}.mean_per_class"] = result.test.mean_per_class
     metrics["mean_top1"] = float(np.mean([a["top1"] for a in per_attribute.values()]))
+    extra: dict[str, Any] = {"per_attribute": per_attribute}
+    recomputed = None
+    if settings.ci is not None:
+        recomputed = recompute([np.stack(correct_columns, axis=1)],
+                               {"mean_top1": _mean_of_columns}, settings.ci,
+                               unit="test images", resampling=MEAN_TOP1_RESAMPLING)
+    attach_item_scores(extra, items, settings.ci, metrics, recomputed=recomputed,
+                       resampling={"mean_top1": MEAN_TOP1_RESAMPLING})
     return make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=metrics,
         settings={"mode": "categorical", "attributes": names, "attr_map": settings.attr_map,
                   "normalization": settings.normalization,
                   "selection": "val top1 per attribute (ties -> smaller C)",
                   "device": settings.device or "auto"},
-        provenance=provenance([s]), extra={"per_attribute": per_attribute}, warnings=warnings,
+        provenance=provenance([s]), extra=extra, warnings=warnings,
     )
+
+
+def _mean_of_columns(correct: np.ndarray) -> float:
+    """The mean over attributes (columns) of each one's accuracy over its non-NaN rows; NaN
+    when some attribute has no row (a resample without that attribute's values)."""
+    counts = np.count_nonzero(~np.isnan(correct), axis=0)
+    if not counts.all():
+        return float("nan")
+    return float(np.mean(np.nansum(correct, axis=0) / counts))

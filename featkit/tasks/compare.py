@@ -5,6 +5,11 @@ The inputs are result records (``featkit ... --json``): their ``per_item`` score
 (:mod:`featkit.tasks.intervals`) are compared item by item, after checking that both records
 scored the same items in the same order (equal sample-id digests). Files holding several records
 (one per dataset, or per shifted set) are paired by task and dataset.
+
+Metrics that are no mean of per-item scores (a record's ``recomputed_metrics``: ROC-AUC, TAR at
+FAR, worst-group accuracy, macro-AUROC, ...) are refused in one line: their paired comparison
+would recompute the statistic of both systems on the same resampled items, which needs the
+items' raw scores, and records do not keep them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from featkit.errors import FeatkitError
-from featkit.tasks.intervals import Interval, read_per_item
+from featkit.tasks.intervals import Interval, read_per_item, recomputed_metrics
 
 if TYPE_CHECKING:
     from probes.bootstrap import McNemarResult, PairedComparison
@@ -92,8 +97,19 @@ def default_metric(record: Mapping[str, Any]) -> str:
         if metric in stored:
             return metric
     if not stored:
+        recomputed = recomputed_metrics(record)
+        if recomputed:
+            raise _refuse_recomputed(record, next(iter(recomputed)))
         read_per_item(record, "top1")  # the one-line "no per-item scores" error
     return stored[0]
+
+
+def _refuse_recomputed(record: Mapping[str, Any], metric: str) -> FeatkitError:
+    stored = ", ".join(record.get("per_item") or {}) or "none"
+    return FeatkitError(
+        f"{metric} of the {record.get('task')} record is no mean over items (its interval "
+        f"recomputes it on resampled items), and a paired comparison of it is not implemented: "
+        f"the record keeps no raw scores; compare a per-item metric (stored: {stored})")
 
 
 def compare_records(a: Mapping[str, Any], b: Mapping[str, Any], metric: str | None = None,
@@ -107,6 +123,9 @@ def compare_records(a: Mapping[str, Any], b: Mapping[str, Any], metric: str | No
     if a.get("task") != b.get("task"):
         raise FeatkitError(f"A is a {a.get('task')} record and B a {b.get('task')} record; "
                            f"compare records of the same task")
+    for record in (a, b):
+        if metric in recomputed_metrics(record):
+            raise _refuse_recomputed(record, metric)
     left, right = read_per_item(a, metric), read_per_item(b, metric)
     if left.n != right.n or left.ids_sha256 != right.ids_sha256:
         raise FeatkitError(

@@ -11,6 +11,16 @@ Attribute generalisation (MEGACOIN Table 10): ``holdout=("env", ("indoor",))`` t
 chooses on the rows whose ``env`` is not held out and tests on the held-out rows only, so the
 evaluated groups never appear in training; ``eval_group_by`` evaluates on groups of another
 attribute than the training groups.
+
+Intervals (``ci``) are over the test items, with every seed's trained network held fixed: they
+say how much the reported number (the mean over seeds) moves with the test sample, while the
+spread over seeds (training noise, the val redraws) is the record's std; mixing the two would
+need retraining per resample. ``<algorithm>.average`` is the mean over items of each item's
+share of seeds that got it right (``per_item``; 0/1 with one seed), which equals the mean over
+seeds of the average accuracy, and gets the per-item bootstrap. ``<algorithm>.worst_group`` is a
+minimum over group means: the items are resampled within each evaluated group (sizes kept, so
+every group stays present) and the mean over seeds of the worst group's accuracy is recomputed;
+all algorithms see the same resamples.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import numpy as np
 
 from featkit.errors import FeatkitError
 from featkit.tasks.attributes import CLASS_KEY, attribute_columns
+from featkit.tasks.intervals import Interval, ItemScores, attach_item_scores, recompute
 from featkit.tasks.loading import FeatureSource, load_datasets, provenance
 from featkit.tasks.registry import TaskInfo, register
 from featkit.tasks.settings import check_choice, check_device, check_positive
@@ -81,6 +92,7 @@ class Settings:
     holdout: tuple[str, tuple[str, ...]] | None = None
     attr_map: str | None = None
     device: str | None = None
+    ci: Interval | None = None
 
     def __post_init__(self) -> None:
         from probes.dg.protocol import check_grids
@@ -197,8 +209,9 @@ def run(source: FeatureSource, dataset: str, settings: Settings, *,
         },
         "counts": {split: len(part) for split, part in splits.items()},
     }
+    test_ids = np.asarray(s.files["test"].sample_ids, dtype=object)[keep["test"]]
+    _attach_intervals(extra, result, test_ids, settings.ci)
     if save_predictions is not None:
-        test_ids = np.asarray(s.files["test"].sample_ids, dtype=object)[keep["test"]]
         extra["predictions_file"] = str(_save(save_predictions, result, test_ids))
     record_settings = {
         **result.settings,
@@ -212,6 +225,39 @@ def run(source: FeatureSource, dataset: str, settings: Settings, *,
                         metrics=result.metrics(), settings=record_settings,
                         provenance=provenance([s]), extra=extra,
                         warnings=[*warnings, *result.warnings])]
+
+
+def _resampling(seeds: int) -> str:
+    return (f"test items within each evaluated group (sizes kept); the mean over the {seeds} "
+            "seeds of the worst group's accuracy recomputed, each seed's network fixed")
+
+
+def _attach_intervals(extra: dict[str, Any], result, test_ids: Sequence[str],
+                      interval: Interval | None) -> None:
+    """``per_item`` of each algorithm's average accuracy and, with ``interval``, the ``ci``
+    (worst-group recomputed over items resampled within groups; see the module notes)."""
+    from probes.dg.groups import mean_worst_group
+
+    correct = {name: (p == result.test_labels[None, :]).T
+               for name, p in result.predictions().items()}  # items x seeds
+    seeds = len(result.settings["seeds"])
+    unit = "test items" if seeds == 1 else f"test items (share of the {seeds} seeds right)"
+    items = {f"{name}.average": ItemScores.of(c[:, 0] if seeds == 1 else c.mean(axis=1),
+                                              test_ids, unit=unit)
+             for name, c in correct.items()}
+    names = list(correct)
+    resampling = {f"{name}.worst_group": _resampling(seeds) for name in names}
+    recomputed = None
+    if interval is not None:
+        def worst_of(position: int):
+            return lambda groups, *columns: mean_worst_group(columns[position], groups)
+
+        statistics = {f"{name}.worst_group": worst_of(i) for i, name in enumerate(names)}
+        recomputed = recompute([result.test_eval_groups, *correct.values()], statistics,
+                               interval, unit="test items", resampling=resampling,
+                               strata=result.test_eval_groups)
+    attach_item_scores(extra, items, interval, result.metrics(), recomputed=recomputed,
+                       resampling=resampling)
 
 
 def _save(path: str | os.PathLike, result, test_ids: Sequence[str]) -> Path:

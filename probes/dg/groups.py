@@ -75,3 +75,17 @@ def worst_group_accuracy(per_group: np.ndarray) -> float:
     per_group = np.asarray(per_group, dtype=np.float64)
     present = per_group[~np.isnan(per_group)]
     return float(present.min()) if present.size else float("nan")
+
+
+def mean_worst_group(correct: np.ndarray, groups: np.ndarray) -> float:
+    """The mean over seeds of the worst group's accuracy, as :func:`group_accuracy` and
+    :func:`worst_group_accuracy` give it per seed, of items x seeds 0/1 ``correct`` (one column
+    per seed's network) and the items' ``groups``: the DG record's ``worst_group`` as a
+    statistic of (resampled) test items."""
+    groups = np.asarray(groups, dtype=np.int64)
+    correct = np.asarray(correct, dtype=np.float64).reshape(len(groups), -1)
+    counts = np.bincount(groups)
+    present = counts > 0
+    worst = [float((np.bincount(groups, weights=correct[:, seed], minlength=len(counts))
+                    [present] / counts[present]).min()) for seed in range(correct.shape[1])]
+    return float(np.mean(worst))
