@@ -9,6 +9,11 @@ key's file under this name). An unfinished run's shard folder is *partial* (resu
 temporary file or a lock file with nothing left to guard is an *orphan* too. :func:`prune`
 removes the stale, corrupt and foreign files and the orphans, never anything whose key a
 running extraction holds.
+
+Class-embedding files (``_text/<model>/<dataset>/``, :mod:`featkit.text_cache`) are listed with
+split ``text``: keyed by the class names and templates, a file is never stale (other names get
+another file); it is *complete*, *corrupt* or *foreign*, and its shards, temporary files and
+locks are judged as the image files' are.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from pathlib import Path
 from featkit.cache import key_lock, read_parts_meta, samples_digest
 from featkit.cache_files import inspect_file, named_key
 from featkit.errors import CacheError, FeatkitError
+from featkit.text_cache import TEXT_FOLDER
 
 #: statuses ``prune`` removes
 PRUNABLE = ("stale", "corrupt", "foreign", "orphan")
+#: the split column of class-embedding files (under :data:`featkit.text_cache.TEXT_FOLDER`)
+TEXT_SPLIT = "text"
 
 
 @dataclass
@@ -128,21 +136,27 @@ def _final_of(path: Path, suffix: str) -> Path:
 
 
 def scan(root: str | os.PathLike, *, verify: bool = False) -> list[Entry]:
-    """Every cache file, shard folder, temporary and lock file under ``root``, with its status;
-    ``verify`` reads every file's data (checksums) instead of only its structure and key."""
+    """Every cache file, shard folder, temporary and lock file under ``root`` (image features,
+    then class embeddings under ``_text/``), with its status; ``verify`` reads every file's data
+    (checksums) instead of only its structure and key."""
     root = Path(root)
     data = _CurrentData()
     entries: list[Entry] = []
-    for folder in sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.endswith(".parts")):
-        entries += [_file_entry(p, data, verify) for p in sorted(folder.glob("[!.]*.h5"))]
-        entries += [_shards_entry(p, data) for p in sorted(folder.glob("*.h5.parts")) if p.is_dir()]
+    folders = [(p, False) for p in sorted(root.glob("*/*")) if not p.parent.name.startswith("_")]
+    folders += [(p, True) for p in sorted((root / TEXT_FOLDER).glob("*/*"))]
+    for folder, text in folders:
+        if not folder.is_dir() or folder.name.endswith(".parts"):
+            continue
+        entries += [_file_entry(p, data, verify, text=text) for p in sorted(folder.glob("[!.]*.h5"))]
+        entries += [_shards_entry(p, data, text=text) for p in sorted(folder.glob("*.h5.parts"))
+                    if p.is_dir()]
         entries += [_temp_entry(p) for p in sorted(folder.glob(".*.h5.tmp-*"))]
     kept = {e.path for e in entries if not e.prunable}
-    locks = [_lock_entry(lock, kept) for lock in sorted(root.glob("*/*/*.h5.lock"))]
+    locks = [_lock_entry(lock, kept) for folder, _ in folders for lock in sorted(folder.glob("*.h5.lock"))]
     return entries + [e for e in locks if e.status != "in use"]  # a lock beside its file is normal
 
 
-def _file_entry(path: Path, data: _CurrentData, verify: bool) -> Entry:
+def _file_entry(path: Path, data: _CurrentData, verify: bool, *, text: bool = False) -> Entry:
     attrs, problem = inspect_file(path, data=verify)
     entry = Entry(path, "file", "", model=path.parent.parent.name, dataset=path.parent.name,
                   key=named_key(path) or "", size=path.stat().st_size)
@@ -153,11 +167,14 @@ def _file_entry(path: Path, data: _CurrentData, verify: bool) -> Entry:
         entry.status = "foreign" if problem.startswith("foreign") else "corrupt"
         entry.detail = problem.removeprefix("foreign: ")
         return entry
+    if text:
+        entry.split, entry.status = TEXT_SPLIT, "complete"
+        return entry
     entry.status, entry.detail = data.status(attrs.get("key_fields"))
     return entry
 
 
-def _shards_entry(parts: Path, data: _CurrentData) -> Entry:
+def _shards_entry(parts: Path, data: _CurrentData, *, text: bool = False) -> Entry:
     meta = read_parts_meta(parts) or {}
     fields = meta.get("key_fields") if isinstance(meta.get("key_fields"), dict) else {}
     final = _final_of(parts, ".parts")
@@ -170,6 +187,8 @@ def _shards_entry(parts: Path, data: _CurrentData) -> Entry:
         entry.status, entry.detail = "orphan", "its final file exists"
     elif meta.get("key") != entry.key:
         entry.status, entry.detail = "orphan", "no record of the run's key"
+    elif text:
+        entry.split, entry.status = TEXT_SPLIT, "partial"
     else:
         status, entry.detail = data.status(fields)
         entry.status = {"complete": "partial", "stale": "orphan"}.get(status, status)

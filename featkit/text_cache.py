@@ -6,8 +6,8 @@ are the model, its weights identity, the tokenizer (as ``preprocessing``), the t
 the templates (``settings``), the dataset and the digest of the class names (``samples``). The
 file has the image cache's layout (``features/text`` C x D, ``labels`` 0..C-1, the clean names as
 ``sample_ids`` and ``class_names``, provenance attributes), so :func:`featkit.featureset.load_file`
-reads it and ``featkit info`` describes it; ``featkit cache ls`` (which lists image splits) does
-not look under ``_text/``.
+reads it and ``featkit info`` describes it; ``featkit cache ls`` lists it (split ``text``) and
+``featkit cache prune`` removes it when corrupt or foreign, and its abandoned shards.
 
 Writing works like extraction: classes are embedded in fixed-size shards, each written
 atomically into ``<file>.parts/``; the final file is assembled and renamed into place under the

@@ -148,3 +148,37 @@ def test_verify_reads_the_data(tmp_path, capsys):
 def test_no_cache_is_one_line(tmp_path, capsys):
     assert main(["cache", "ls", "--cache-dir", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("featkit: error: no cache under")
+
+
+def test_class_embeddings_are_listed_and_pruned_like_image_files(tmp_path, capsys):
+    """Zero-shot's class-embedding files under _text/ are listed (split 'text'); a corrupt one
+    and an abandoned shard folder are pruned, a good one kept."""
+    import numpy as np
+
+    from featkit.classnames import resolve_templates
+    from featkit.text_cache import TextSource, class_embeddings
+
+    names = [str(d) for d in range(10)]
+    source = TextSource("test:tiny-clip", cache_dir=tmp_path)
+    good = class_embeddings(source, "digits", names, resolve_templates("simple")).path
+    bad = class_embeddings(source, "digits", names, resolve_templates("digits")).path
+    import h5py
+
+    with h5py.File(bad, "r") as handle:  # flip one stored embedding byte: a checksum failure
+        offset = handle["features/text"].id.get_chunk_info(0).byte_offset
+    with open(bad, "r+b") as handle:
+        handle.seek(offset + 17)
+        byte = handle.read(1)
+        handle.seek(offset + 17)
+        handle.write(bytes([byte[0] ^ 0x10]))
+    abandoned = good.with_name("prompts-simple-" + "0" * 16 + ".h5.parts")
+    abandoned.mkdir()
+    np.save(abandoned / "junk.npy", np.zeros(3))
+    entries = {e.path: e for e in scan(tmp_path, verify=True)}
+    assert entries[good].status == "complete" and entries[good].split == "text"
+    assert entries[bad].status == "corrupt"
+    assert entries[abandoned].status == "orphan"
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path), "--verify", "--yes"]) == 0
+    assert good.exists() and not bad.exists() and not abandoned.exists()
+    assert main(["cache", "ls", "--cache-dir", str(tmp_path)]) == 0
+    assert "text" in capsys.readouterr().out
