@@ -233,7 +233,7 @@ def _pretrained_locations(name: str, tag: str) -> Mapping[str, Any]:
     return open_clip.get_pretrained_cfg(name, tag)
 
 
-def _tag_source(name: str, tag: str):
+def tag_source(name: str, tag: str):
     """Where open_clip would download ``name``/``tag`` from (hub preferred, like open_clip)."""
     import os
 
@@ -453,7 +453,7 @@ class OpenClipFamily(Family):
             return False
         from extractors.pretrained import find_cached
 
-        return find_cached(_tag_source(spec.config["model_name"], tag)) is not None
+        return find_cached(tag_source(spec.config["model_name"], tag)) is not None
 
     def load(self, spec, *, weights=None, adapter=None, device="cpu", precision="fp32",
              options: Mapping[str, Any] | None = None):
@@ -471,7 +471,7 @@ class OpenClipFamily(Family):
         elif tag:
             from extractors.pretrained import resolve_weights
 
-            path, identity = resolve_weights(_tag_source(name, tag)), f"tag:{tag}"
+            path, identity = resolve_weights(tag_source(name, tag)), f"tag:{tag}"
         else:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
             raise MissingWeightsError(

@@ -314,7 +314,7 @@ def open_clip_tokenizer(name: str | None, model_cfg: Mapping[str, Any]):
 def _load_open_clip(request: LoadRequest) -> TextTower:
     import open_clip
 
-    from extractors.open_clip import _tag_source, user_weights
+    from extractors.open_clip import tag_source, user_weights
     from extractors.pretrained import resolve_weights
 
     spec = request.spec
@@ -323,7 +323,7 @@ def _load_open_clip(request: LoadRequest) -> TextTower:
     if request.weights:
         path, identity, _ = user_weights(request.weights, model_cfg)
     elif tag:
-        path, identity = resolve_weights(_tag_source(name, tag)), f"tag:{tag}"
+        path, identity = resolve_weights(tag_source(name, tag)), f"tag:{tag}"
     else:
         raise MissingWeightsError(f"{spec.name} names no pretrained tag, so its text tower needs "
                                   f"--weights PATH (an open_clip checkpoint of {name})")
