@@ -30,7 +30,7 @@ QWEN2VL_SPECIALS = [
 ]
 
 
-def _vocab(specials: list[str], vocab_size: int | None) -> dict[str, int]:
+def build_vocab(specials: list[str], vocab_size: int | None) -> dict[str, int]:
     tokens = specials + CHARACTERS
     if vocab_size is not None:
         if vocab_size < len(tokens):
@@ -39,7 +39,7 @@ def _vocab(specials: list[str], vocab_size: int | None) -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _char_tokenizer(vocab: dict[str, int], *, bos: str | None, **special_tokens: Any):
+def char_tokenizer(vocab: dict[str, int], *, bos: str | None, **special_tokens: Any):
     """A ``PreTrainedTokenizerFast``: lower-cased, whitespace runs folded to one space, one token per
     character; special tokens (``<image>``...) are matched whole before that split."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -82,8 +82,8 @@ def build_tiny_llava(
         LlavaProcessor,
     )
 
-    vocab = _vocab(LLAVA_SPECIALS, vocab_size)
-    tokenizer = _char_tokenizer(
+    vocab = build_vocab(LLAVA_SPECIALS, vocab_size)
+    tokenizer = char_tokenizer(
         vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         extra_special_tokens={"image_token": "<image>"},
     )
@@ -113,7 +113,7 @@ def build_tiny_llava(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )
-    return _save(model, processor, save_dir)
+    return save_tiny(model, processor, save_dir)
 
 
 def build_tiny_qwen2vl(
@@ -138,8 +138,8 @@ def build_tiny_qwen2vl(
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    vocab = _vocab(QWEN2VL_SPECIALS, vocab_size)
-    tokenizer = _char_tokenizer(
+    vocab = build_vocab(QWEN2VL_SPECIALS, vocab_size)
+    tokenizer = char_tokenizer(
         vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
         extra_special_tokens={
             "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
@@ -178,10 +178,10 @@ def build_tiny_qwen2vl(
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(**pixel_kwargs),
     )
-    return _save(model, processor, save_dir)
+    return save_tiny(model, processor, save_dir)
 
 
-def _save(model, processor, save_dir: str | os.PathLike) -> Path:
+def save_tiny(model, processor, save_dir: str | os.PathLike) -> Path:
     from transformers.utils import logging as hf_logging
 
     path = Path(save_dir)
@@ -204,7 +204,7 @@ def _save(model, processor, save_dir: str | os.PathLike) -> Path:
 QWEN_SPECIALS = [*QWEN2VL_SPECIALS, "<image>"]
 
 
-def _seeded(model_class: Any, config: Any, seed: int) -> Any:
+def seeded(model_class: Any, config: Any, seed: int) -> Any:
     import torch
 
     with torch.random.fork_rng(devices=[]):
@@ -237,12 +237,12 @@ def _qwen2_text(vocab: dict[str, int], *, hidden: int = 48, layers: int = 2) -> 
 
 
 def _llava_tokenizer(vocab: dict[str, int], **extra: Any):
-    return _char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+    return char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                            extra_special_tokens={"image_token": "<image>", **extra})
 
 
 def _qwen_tokenizer(vocab: dict[str, int], image_token: str = "<|image_pad|>"):
-    return _char_tokenizer(
+    return char_tokenizer(
         vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
         extra_special_tokens={
             "image_token": image_token, "video_token": "<|video_pad|>",
@@ -263,7 +263,7 @@ def build_tiny_llava_next(save_dir: str | os.PathLike, *, seed: int = 0) -> Path
         LlavaNextProcessor,
     )
 
-    vocab = _vocab(LLAVA_SPECIALS, None)
+    vocab = build_vocab(LLAVA_SPECIALS, None)
     pinpoints = [[8, 16], [16, 8], [16, 16]]
     vision = CLIPVisionConfig(image_size=8, patch_size=4, hidden_size=32, intermediate_size=64,
                               num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
@@ -278,7 +278,7 @@ def build_tiny_llava_next(save_dir: str | os.PathLike, *, seed: int = 0) -> Path
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=_llava_tokenizer(vocab),
                                    patch_size=4, vision_feature_select_strategy="default",
                                    num_additional_image_tokens=1)
-    return _save(_seeded(LlavaNextForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(LlavaNextForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_llava_onevision(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -293,7 +293,7 @@ def build_tiny_llava_onevision(save_dir: str | os.PathLike, *, seed: int = 0) ->
         SiglipVisionConfig,
     )
 
-    vocab = _vocab(QWEN_SPECIALS, None)
+    vocab = build_vocab(QWEN_SPECIALS, None)
     pinpoints = [[8, 16], [16, 8], [16, 16]]
     vision = SiglipVisionConfig(image_size=8, patch_size=4, hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=2, num_attention_heads=4)
@@ -309,7 +309,7 @@ def build_tiny_llava_onevision(save_dir: str | os.PathLike, *, seed: int = 0) ->
         video_processor=LlavaOnevisionVideoProcessor(size={"height": 8, "width": 8}),
         num_image_tokens=4, vision_feature_select_strategy="full",
     )
-    return _save(_seeded(LlavaOnevisionForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(LlavaOnevisionForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def _qwen_text_config(vocab: dict[str, int], *, hidden: int = 48, layers: int = 2, heads: int = 4,
@@ -346,7 +346,7 @@ def build_tiny_qwen2_5_vl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    vocab = _vocab(QWEN2VL_SPECIALS, None)
+    vocab = build_vocab(QWEN2VL_SPECIALS, None)
     config = Qwen2_5_VLConfig(
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
                        "out_hidden_size": 48, "patch_size": 4, "spatial_merge_size": 2,
@@ -358,7 +358,7 @@ def build_tiny_qwen2_5_vl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixel_kwargs),
                                     tokenizer=_qwen_tokenizer(vocab),
                                     video_processor=Qwen2VLVideoProcessor(**pixel_kwargs))
-    return _save(_seeded(Qwen2_5_VLForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(Qwen2_5_VLForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_qwen3_vl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -372,7 +372,7 @@ def build_tiny_qwen3_vl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     )
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    vocab = _vocab(QWEN2VL_SPECIALS, None)
+    vocab = build_vocab(QWEN2VL_SPECIALS, None)
     config = Qwen3VLConfig(
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
                        "out_hidden_size": 48, "patch_size": 4, "spatial_merge_size": 2,
@@ -385,7 +385,7 @@ def build_tiny_qwen3_vl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**pixel_kwargs),
                                  tokenizer=_qwen_tokenizer(vocab),
                                  video_processor=Qwen3VLVideoProcessor(**pixel_kwargs))
-    return _save(_seeded(Qwen3VLForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(Qwen3VLForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_internvl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -403,8 +403,8 @@ def build_tiny_internvl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
 
     specials = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>",
                 "<IMG_CONTEXT>", "<video>"]
-    vocab = _vocab(specials, None)
-    tokenizer = _char_tokenizer(
+    vocab = build_vocab(specials, None)
+    tokenizer = char_tokenizer(
         vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
         extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
                               "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
@@ -421,7 +421,7 @@ def build_tiny_internvl(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
                                               max_patches=4),
         tokenizer=tokenizer, video_processor=InternVLVideoProcessor(**pixels), image_seq_length=4,
     )
-    return _save(_seeded(InternVLForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(InternVLForConditionalGeneration, config, seed), processor, save_dir)
 
 
 IDEFICS3_SPECIALS = [*LLAVA_SPECIALS, "<fake_token_around_image>", "<global-img>",
@@ -438,7 +438,7 @@ def _idefics3_parts(vocab: dict[str, int], vision_config_class: Any, config_clas
 
 
 def _idefics3_tokenizer(vocab: dict[str, int]):
-    return _char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+    return char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                            extra_special_tokens=IDEFICS3_SPECIALS[4:])
 
 
@@ -454,14 +454,14 @@ def build_tiny_idefics3(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         Idefics3VisionConfig,
     )
 
-    vocab = _vocab(IDEFICS3_SPECIALS, None)
+    vocab = build_vocab(IDEFICS3_SPECIALS, None)
     config = _idefics3_parts(vocab, Idefics3VisionConfig, Idefics3Config)
     image_processor = Idefics3ImageProcessor(size={"longest_edge": 32},
                                              max_image_size={"longest_edge": 16},
                                              do_image_splitting=True)
     processor = Idefics3Processor(image_processor=image_processor,
                                   tokenizer=_idefics3_tokenizer(vocab), image_seq_len=4)
-    return _save(_seeded(Idefics3ForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(Idefics3ForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_smolvlm(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -477,7 +477,7 @@ def build_tiny_smolvlm(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         SmolVLMVisionConfig,
     )
 
-    vocab = _vocab([*IDEFICS3_SPECIALS, "<video>"], None)
+    vocab = build_vocab([*IDEFICS3_SPECIALS, "<video>"], None)
     config = _idefics3_parts(vocab, SmolVLMVisionConfig, SmolVLMConfig)
     sizes = {"size": {"longest_edge": 32}, "max_image_size": {"longest_edge": 16}}
     processor = SmolVLMProcessor(
@@ -485,7 +485,7 @@ def build_tiny_smolvlm(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         tokenizer=_idefics3_tokenizer(vocab), video_processor=SmolVLMVideoProcessor(**sizes),
         image_seq_len=4,
     )
-    return _save(_seeded(SmolVLMForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(SmolVLMForConditionalGeneration, config, seed), processor, save_dir)
 
 
 
@@ -502,8 +502,8 @@ def build_tiny_paligemma(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         SiglipVisionConfig,
     )
 
-    vocab = _vocab(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], None)
-    tokenizer = _char_tokenizer(vocab, bos="<bos>", pad_token="<pad>", bos_token="<bos>",
+    vocab = build_vocab(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], None)
+    tokenizer = char_tokenizer(vocab, bos="<bos>", pad_token="<pad>", bos_token="<bos>",
                                 eos_token="<eos>", extra_special_tokens={"image_token": "<image>"})
     vision = SiglipVisionConfig(image_size=16, patch_size=4, hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=2, num_attention_heads=4, projection_dim=48)
@@ -515,7 +515,7 @@ def build_tiny_paligemma(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
                              image_token_id=vocab["<image>"], pad_token_id=vocab["<pad>"])
     image_processor = SiglipImageProcessor(size={"height": 16, "width": 16}, image_seq_length=16)
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return _save(_seeded(PaliGemmaForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(PaliGemmaForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_blip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -532,9 +532,9 @@ def build_tiny_blip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         OPTConfig,
     )
 
-    vocab = _vocab(["<pad>", "<unk>", "</s>", "<image>"], None)
+    vocab = build_vocab(["<pad>", "<unk>", "</s>", "<image>"], None)
     # no image_token attribute: Blip2Processor adds "<image>" as its own AddedToken
-    tokenizer = _char_tokenizer(vocab, bos="</s>", pad_token="<pad>", bos_token="</s>",
+    tokenizer = char_tokenizer(vocab, bos="</s>", pad_token="<pad>", bos_token="</s>",
                                 eos_token="</s>")
     vision = Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                num_attention_heads=4, image_size=16, patch_size=4)
@@ -548,7 +548,7 @@ def build_tiny_blip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
                          num_query_tokens=4, image_token_id=vocab["<image>"])
     processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 16, "width": 16}),
                                tokenizer=tokenizer, num_query_tokens=4)
-    return _save(_seeded(Blip2ForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(Blip2ForConditionalGeneration, config, seed), processor, save_dir)
 
 
 # -- dual encoders (the vision side is what featkit reads; the text side keeps the model whole) --
@@ -569,7 +569,7 @@ def build_tiny_hf_clip(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         text_config=_TINY_TOWER_TEXT, projection_dim=24,
     )
     image_processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    return _save(_seeded(CLIPModel, config, seed), image_processor, save_dir)
+    return save_tiny(seeded(CLIPModel, config, seed), image_processor, save_dir)
 
 
 def build_tiny_siglip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -583,4 +583,4 @@ def build_tiny_siglip2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         text_config=_TINY_TOWER_TEXT,
     )
     image_processor = Siglip2ImageProcessor(patch_size=4, max_num_patches=16)
-    return _save(_seeded(Siglip2Model, config, seed), image_processor, save_dir)
+    return save_tiny(seeded(Siglip2Model, config, seed), image_processor, save_dir)

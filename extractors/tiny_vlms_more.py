@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from extractors.tiny_vlms import _char_tokenizer, _save, _seeded, _vocab
+from extractors.tiny_vlms import build_vocab, char_tokenizer, save_tiny, seeded
 
 MOLMO2_SPECIALS = ["<|endoftext|>", "<unk>", "<|im_end|>", "<|image|>", "<|video|>", "<im_patch>",
                    "<im_col>", "<im_start>", "<low_res_im_start>", "<frame_start>", "<im_end>",
@@ -31,8 +31,8 @@ def build_tiny_molmo2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     )
     from transformers.models.molmo2.video_processing_molmo2 import Molmo2VideoProcessor
 
-    vocab = _vocab(MOLMO2_SPECIALS, None)
-    tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+    vocab = build_vocab(MOLMO2_SPECIALS, None)
+    tokenizer = char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|im_end|>",
                                 extra_special_tokens=MOLMO2_SPECIALS[3:])
     # weights of std 0.3 / 0.1 (not 0.02): at 0.02 the adapter's gated MLP shrinks the image
     # tokens to ~1e-10 and the tests could not tell one image from another
@@ -57,7 +57,7 @@ def build_tiny_molmo2(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         image_processor=Molmo2ImageProcessor(**pixels, overlap_margins=[1, 1], max_crops=4),
         video_processor=Molmo2VideoProcessor(**pixels), tokenizer=tokenizer,
     )
-    return _save(_seeded(Molmo2ForConditionalGeneration, config, seed), processor, save_dir)
+    return save_tiny(seeded(Molmo2ForConditionalGeneration, config, seed), processor, save_dir)
 
 
 def build_tiny_phi4_multimodal(save_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -74,8 +74,8 @@ def build_tiny_phi4_multimodal(save_dir: str | os.PathLike, *, seed: int = 0) ->
         Phi4MultimodalProcessor,
     )
 
-    vocab = _vocab(PHI4_SPECIALS, None)
-    tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|end|>",
+    vocab = build_vocab(PHI4_SPECIALS, None)
+    tokenizer = char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>", eos_token="<|end|>",
                                 extra_special_tokens={"image_token": "<|image|>", "audio_token": "<|audio|>"})
     config = Phi4MultimodalConfig(
         vocab_size=len(vocab), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
@@ -95,9 +95,9 @@ def build_tiny_phi4_multimodal(save_dir: str | os.PathLike, *, seed: int = 0) ->
                                                      dynamic_hd=4),
         audio_processor=Phi4MultimodalFeatureExtractor(), tokenizer=tokenizer,
     )
-    model = _seeded(Phi4MultimodalForCausalLM, config, seed)
+    model = seeded(Phi4MultimodalForCausalLM, config, seed)
     _randomise_separators(model, seed)
-    return _save(model, processor, save_dir)
+    return save_tiny(model, processor, save_dir)
 
 
 def _randomise_separators(model, seed: int) -> None:

@@ -33,7 +33,7 @@ ADAPTER = RemoteCodeAdapter(
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from extractors.tiny_vlms import LLAVA_SPECIALS, _char_tokenizer, _vocab
+    from extractors.tiny_vlms import LLAVA_SPECIALS, build_vocab, char_tokenizer
 
     spec = importlib.util.spec_from_file_location("tiny_remote_vlm", CODE)
     module = importlib.util.module_from_spec(spec)
@@ -41,7 +41,7 @@ def checkpoint(tmp_path_factory):
     spec.loader.exec_module(module)
     module.TinyRemoteConfig.register_for_auto_class()
     module.TinyRemoteModel.register_for_auto_class("AutoModel")
-    vocab = _vocab(LLAVA_SPECIALS, None)
+    vocab = build_vocab(LLAVA_SPECIALS, None)
     text = {"vocab_size": len(vocab), "hidden_size": 48, "intermediate_size": 96,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
             "max_position_embeddings": 256, "pad_token_id": vocab["<pad>"]}
@@ -49,7 +49,7 @@ def checkpoint(tmp_path_factory):
     model = module.TinyRemoteModel(module.TinyRemoteConfig(text_config=text)).eval()
     root = tmp_path_factory.mktemp("remote") / "tiny-remote"
     model.save_pretrained(root)
-    _char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+    char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                     extra_special_tokens=["<image>"]).save_pretrained(root)
     register_remote_adapter(ADAPTER)
     return root

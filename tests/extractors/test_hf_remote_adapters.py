@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from extractors import load_extractor  # noqa: E402
-from extractors.tiny_vlms import CHARACTERS, _char_tokenizer  # noqa: E402
+from extractors.tiny_vlms import CHARACTERS, char_tokenizer  # noqa: E402
 from featkit.errors import FeatkitError, MissingWeightsError  # noqa: E402
 
 CODE = Path(__file__).parent / "remote_code"
@@ -65,7 +65,7 @@ def build_internvl(root: Path) -> Path:
         vision_config={"image_size": 32, "patch_size": 4, "hidden_size": 16,
                        "num_attention_heads": 2, "num_hidden_layers": 3},
         llm_config=_llama(vocab), select_layer=-2, downsample_ratio=0.5, ps_version="v2")
-    tokenizer = _char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>",
+    tokenizer = char_tokenizer(vocab, bos="<s>", pad_token="<pad>", bos_token="<s>",
                                 eos_token="</s>", extra_special_tokens=specials[4:])
     return _save(root, module, "InternVLChatModel", config, tokenizer, "AutoModel")
 
@@ -80,7 +80,7 @@ def build_qwen(root: Path, **precision_flags: bool) -> Path:
     config = module.QWenConfig(vocab_size=QWEN_START + 8, visual={
         "image_size": 28, "patch_size": 7, "width": 16, "layers": 2, "heads": 2,
         "n_queries": 16, "output_dim": 32, "image_start_id": QWEN_START}, **precision_flags)
-    tokenizer = _char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>",
+    tokenizer = char_tokenizer(vocab, bos=None, pad_token="<|endoftext|>",
                                 extra_special_tokens=list(tags))
     return _save(root, module, "QWenLMHeadModel", config, tokenizer, "AutoModelForCausalLM")
 
@@ -92,7 +92,7 @@ def build_cogvlm2(root: Path) -> Path:
     config = module.CogVLMConfig(vocab_size=len(vocab), vision_config={
         "image_size": 28, "patch_size": 7, "hidden_size": 16, "num_heads": 2,
         "num_hidden_layers": 2})
-    tokenizer = _char_tokenizer(vocab, bos="<|begin_of_text|>", bos_token="<|begin_of_text|>",
+    tokenizer = char_tokenizer(vocab, bos="<|begin_of_text|>", bos_token="<|begin_of_text|>",
                                 eos_token="<|end_of_text|>",
                                 extra_special_tokens=["<|reserved_special_token_0|>"])
     assert tokenizer.pad_token_id is None
@@ -103,7 +103,7 @@ def build_phi3_v(root: Path) -> Path:
     module = _module("tiny_phi3_v")
     vocab = _vocab(["<unk>", "<s>", "</s>", "<|endoftext|>"])
     config = module.Phi3VConfig(vocab_size=len(vocab))
-    tokenizer = _char_tokenizer(vocab, bos="<s>", pad_token="<|endoftext|>", bos_token="<s>",
+    tokenizer = char_tokenizer(vocab, bos="<s>", pad_token="<|endoftext|>", bos_token="<s>",
                                 eos_token="</s>")
     root = _save(root, module, "Phi3VForCausalLM", config, tokenizer, "AutoModelForCausalLM")
     (root / "preprocessor_config.json").write_text(json.dumps({"num_crops": 4}))
