@@ -183,8 +183,6 @@ def add_dg_arguments(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=positive_int, default=lin.max_iter,
                    help=f"L-BFGS iterations per C (default: {lin.max_iter})")
     p.add_argument("--plot", default=None, help="write accuracy against level (PNG) here")
-    from featkit.commands.ci import add_ci
-
     add_ci(p)
 
 
@@ -316,8 +314,6 @@ def run_dg(args: argparse.Namespace) -> int:
     probe = linear.Settings(normalization=args.normalization,
                             c_grid=_numbers(args.c_grid, "--c-grid"), max_iter=args.max_iter,
                             device=args.device)
-    from featkit.commands.ci import interval_from
-
     settings = taxonomy.Settings(hierarchy=args.hierarchy,
                                  levels=tuple(split_list(args.levels)), probe=probe,
                                  ci=interval_from(args))
