@@ -34,14 +34,43 @@ class ClassifierSettings:
 
 
 def settings_from(cls: type[T], values: Mapping[str, Any] | None = None, *, task: str) -> T:
-    """``cls(**values)``, with an unknown key a one-line error that lists the known ones."""
+    """``cls(**values)``, with an unknown key a one-line error that lists the known ones.
+
+    A field whose type is itself a settings dataclass (``ci: Interval | None``, a layer probe's
+    ``linear: linear.Settings``) takes a table of its fields (a suite's ``ci = {level = 0.95}``),
+    built the same way; any other value for it is a one-line error."""
     values = dict(values or {})
     known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     for key in values:
         if key not in known:
             raise FeatkitError(f"{task}: unknown setting '{key}'{closest(key, known)} "
                                f"(settings: {', '.join(known)})")
+    for key, nested in _nested_settings(cls).items():
+        value = values.get(key)
+        if value is None or isinstance(value, nested):
+            continue
+        if not isinstance(value, Mapping):
+            names = ", ".join(f.name for f in fields(nested))
+            raise FeatkitError(f"{task}: setting '{key}' takes a table of {nested.__name__} "
+                               f"settings ({names}), got {value!r}")
+        values[key] = settings_from(nested, value, task=f"{task}.{key}")
     return cls(**values)
+
+
+def _nested_settings(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` typed as a dataclass (or that or None) -> that dataclass."""
+    import dataclasses
+    import types
+    import typing
+
+    nested = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+            typing.get_origin(hint) is typing.Union else (hint,)
+        classes = [o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)]
+        if len(classes) == 1:
+            nested[name] = classes[0]
+    return nested
 
 
 def default_of(cls: type, name: str) -> Any:

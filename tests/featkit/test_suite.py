@@ -214,6 +214,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(reference, tmp_path, capsys)
      "'extract' must be a table"),
     (lambda s: s.replace('num_workers = 0', 'batchsize = 3'),
      "[extract]: unknown key 'batchsize' (did you mean batch_size"),
+    (lambda s: s.replace("ks = [5]", "ks = [5], ci = 0.95"),
+     "knn: setting 'ci' takes a table of Interval settings (level, resamples, seed), got 0.95"),
+    (lambda s: s.replace("ks = [5]", "ks = [5], ci = { levle = 0.95 }"),
+     "knn.ci: unknown setting 'levle' (did you mean level?)"),
 ])
 def test_plans_are_checked_before_any_work(tmp_path, edit, message):
     suite = tmp_path / "s.toml"
@@ -231,3 +235,19 @@ def test_optional_tasks_and_missing_kinds_are_left_out_with_a_note(tmp_path):
     assert any("task 'no_such_task' is not in this featkit" in n for n in plan.notes)
     assert "pixels:8 has no 'aligned' features: retrieval on them is left out" in plan.notes
     assert "test__tiny-clip/digits/retrieval-aligned" in [c.name for c in plan.cells]
+
+
+def test_a_suite_asks_for_intervals_with_a_table(tmp_path):
+    """``ci = {level = 0.9}`` in a task's settings builds the Interval the CLI's --ci builds."""
+    from featkit.tasks.intervals import Interval
+
+    text = SUITE.replace("ks = [5]", "ks = [5], ci = {{ level = 0.9, seed = 2 }}")
+    plan = build_plan(load_suite(write_suite(tmp_path / "s.toml", tmp_path / "o", tmp_path / "c",
+                                             text)))
+    knn_cells = [c for c in plan.cells if c.task == "knn"]
+    assert knn_cells
+    from featkit.tasks import knn
+    from featkit.tasks.settings import settings_from
+
+    settings = settings_from(knn.Settings, knn_cells[0].values, task="knn")
+    assert settings.ci == Interval(level=0.9, seed=2)
