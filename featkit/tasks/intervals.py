@@ -259,9 +259,11 @@ def attach_item_scores(extra: dict[str, Any], items: Mapping[str, ItemScores],
             extra["ci"]["metrics"][metric] = entry.row()
 
 
-def merged_items(correct: np.ndarray, parts: Iterable[tuple[str, list[str]]]) -> ItemScores:
-    """0/1 scores of a merged run's test items: ``parts`` are each dataset's name and sample
-    ids, in the order the items were concatenated (the strata of the interval)."""
+def merged_items(correct: np.ndarray, parts: Iterable[tuple[str, list[str]]], *,
+                 unit: str = "test items") -> ItemScores:
+    """0/1 scores of a merged run's items (``unit``: what they are, e.g. ``"val items"``):
+    ``parts`` are each dataset's name and sample ids, in the order the items were concatenated
+    (the strata of the interval)."""
     parts = list(parts)
     ids = [f"{name}/{sample_id}" for name, sample_ids in parts for sample_id in sample_ids]
-    return ItemScores.of(correct, ids, strata=[(name, len(s)) for name, s in parts])
+    return ItemScores.of(correct, ids, unit=unit, strata=[(name, len(s)) for name, s in parts])

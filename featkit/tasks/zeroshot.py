@@ -165,7 +165,7 @@ def _single(s: Splits, side: DatasetText, settings: Settings) -> dict[str, Any]:
              "counts": {split: result.n_samples, "classes": len(s.class_names)},
              **label_map_extra(settings.label_map, s)}
     ids = s.files[split].sample_ids
-    items = {metric: ItemScores.of(hits, ids)
+    items = {metric: ItemScores.of(hits, ids, unit=f"{split} items")
              for metric, hits in _hits(ranks, len(s.class_names)).items()}
     attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
@@ -206,7 +206,7 @@ def _merged(loaded: Sequence[Splits], texts: Sequence[DatasetText], settings: Se
              "label_space": label_space_record(merged.space), "per_class": result.per_class,
              "counts": {split: result.n_samples, "classes": len(names)}}
     parts = [(s.dataset, s.files[split].sample_ids) for s in loaded]
-    items = {metric: merged_items(hits, parts)
+    items = {metric: merged_items(hits, parts, unit=f"{split} items")
              for metric, hits in _hits(ranks, len(names)).items()}
     attach_item_scores(extra, items, settings.ci, result.metrics())
     return make_result(
