@@ -1,9 +1,9 @@
 """Percentile bootstrap intervals over per-item scores, the paired bootstrap and McNemar's test.
 
-Every metric featkit reports with an interval is a mean of per-item scores: top-1 is the mean
-of 0/1 correctness over test items, mAP the mean of per-query average precision. An interval
-therefore resamples those scores (never the features: the metric is not recomputed), which
-costs one gather per resample.
+Most metrics featkit reports with an interval are a mean of per-item scores: top-1 is the mean
+of 0/1 correctness over test items, mAP the mean of per-query average precision. Their interval
+resamples those scores (never the features: the metric is not recomputed), which costs one
+gather per resample; the others are recomputed on each resample (below).
 
 Resampling is defined as this loop, which :func:`resample_means` reproduces exactly with the
 same seed (it only draws the same numbers in blocks)::

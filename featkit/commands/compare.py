@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"A = {first.model_a} ({args.a}), B = {first.model_b} ({args.b}); {first.task}, "
           f"paired over the same {first.unit}")
     print(comparison_table(comparisons))
+    for note in dict.fromkeys(c.note for c in comparisons if c.note):
+        print(f"note: {note}")
     if args.json:
         path = write_result([c.row() for c in comparisons], args.json)
         print(f"wrote {path}", file=sys.stderr)

@@ -41,6 +41,7 @@ class Comparison:
     unit: str
     paired: PairedComparison
     mcnemar: McNemarResult | None = None
+    note: str = ""
 
     def row(self) -> dict[str, Any]:
         """The JSON entry (fractions; the difference is A - B)."""
@@ -54,6 +55,8 @@ class Comparison:
                    "seed": p.seed},
             "bootstrap_pvalue": p.pvalue,
         }
+        if self.note:
+            row["note"] = self.note
         if self.mcnemar is not None:
             m = self.mcnemar
             row["mcnemar"] = {"only_a_correct": m.only_a, "only_b_correct": m.only_b,
@@ -119,7 +122,13 @@ def compare_records(a: Mapping[str, Any], b: Mapping[str, Any], metric: str | No
     from probes.bootstrap import mcnemar, paired_bootstrap
 
     interval = interval or Interval()
-    metric = metric or default_metric(a)
+    note = ""
+    if metric is None:
+        metric = default_metric(a)
+        headline = _headline(a)
+        if headline is not None and headline != metric:
+            note = (f"the headline {headline} is recomputed per resample (no paired test); "
+                    f"compared {metric}, the first per-item metric (--metric chooses another)")
     if a.get("task") != b.get("task"):
         raise FeatkitError(f"A is a {a.get('task')} record and B a {b.get('task')} record; "
                            f"compare records of the same task")
@@ -136,7 +145,15 @@ def compare_records(a: Mapping[str, Any], b: Mapping[str, Any], metric: str | No
                               resamples=interval.resamples, seed=interval.seed)
     exact = mcnemar(left.values, right.values) if left.binary and right.binary else None
     return Comparison(str(a["task"]), str(a["dataset"]), metric, str(a["model"]),
-                      str(b["model"]), left.unit, paired, exact)
+                      str(b["model"]), left.unit, paired, exact, note)
+
+
+def _headline(record: Mapping[str, Any]) -> str | None:
+    """The task's first headline metric, when the record is of a registered task."""
+    from featkit.tasks.registry import tasks
+
+    info = tasks().get(str(record.get("task")))
+    return info.headline[0] if info is not None and info.headline else None
 
 
 def compare(a: Any, b: Any, metric: str | None = None, interval: Interval | None = None,

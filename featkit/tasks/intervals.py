@@ -43,7 +43,8 @@ RECOMPUTED_METHOD = "statistic recomputed on each resample"
 @dataclass(frozen=True)
 class Interval:
     """``--ci LEVEL``: a percentile bootstrap interval at ``level`` from ``resamples``
-    resamples of each metric's per-item scores, drawn from ``seed`` (recorded)."""
+    resamples, drawn from ``seed`` (recorded): of each metric's per-item scores, or of the items
+    a recomputed metric (:class:`Recomputed`) is computed from."""
 
     level: float = LEVEL
     resamples: int = RESAMPLES
