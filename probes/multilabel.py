@@ -227,20 +227,39 @@ class MultilabelResult:
                                                   self.positives, self.labelled)]
 
 
-def multilabel_statistics(attribute_groups: Sequence[str]) -> dict[str, Any]:
+def multilabel_statistics(attribute_groups: Sequence[str], test_targets: np.ndarray,
+                          test_mask: np.ndarray | None = None) -> dict[str, Any]:
     """The test metrics of :meth:`MultilabelResult.metrics` as functions of per-image
-    ``(scores, targets, mask)`` (images x attributes), computed as
-    :func:`evaluate_multilabel_probe` computes them, to be recomputed on resampled images.
-    ``attribute_groups[a]``: attribute ``a``'s group."""
+    ``(scores, targets, mask)`` (images x attributes), to be recomputed on resampled images.
+    ``attribute_groups[a]``: attribute ``a``'s group.
+
+    The attributes (and groups) averaged over are fixed to those defined on the test set as
+    given (``test_targets`` and ``test_mask``: positives and negatives among the labelled rows;
+    a group: some image showing one of its values), the ones the reported metrics average
+    over. An attribute or group undefined on a resample makes the statistic NaN rather than
+    dropping out of the mean, which would average over another set of attributes."""
+    targets = np.asarray(test_targets, dtype=bool)
+    mask = np.ones_like(targets) if test_mask is None else np.asarray(test_mask, dtype=bool)
+    labelled = np.where(mask, targets, False)
+    defined = np.flatnonzero(labelled.any(axis=0) & (mask & ~targets).any(axis=0))
     group_of = np.asarray(attribute_groups)
     columns = [np.flatnonzero(group_of == g) for g in dict.fromkeys(attribute_groups)]
+    shown = [c for c in columns if labelled[:, c].any()]
+
+    def over_defined(metric):
+        def statistic(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
+            if not defined.size:
+                return float("nan")
+            return float(np.mean(per_attribute(metric, scores[:, defined], targets[:, defined],
+                                               mask[:, defined])))
+        return statistic
 
     def mean_group_top1(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        tops = [group_top1(scores, targets & mask, c)[0] for c in columns]
-        finite = [t for t in tops if np.isfinite(t)]
-        return float(np.mean(finite)) if finite else float("nan")
+        if not shown:
+            return float("nan")
+        return float(np.mean([group_top1(scores, targets & mask, c)[0] for c in shown]))
 
-    return {"macro_auroc": macro_auroc, "map": mean_average_precision,
+    return {"macro_auroc": over_defined(roc_auc), "map": over_defined(average_precision),
             "mean_group_top1": mean_group_top1}
 
 

@@ -12,7 +12,10 @@ the attribute lookup the DG task shares (:func:`attribute_columns`).
 
 Intervals (``ci``): binary mode's macro-AUROC, mAP and mean group top-1 are no means over
 images: the test images are resampled (with their labels and certainty masks) and the metrics
-recomputed with the trained outputs fixed. Categorical mode's per-attribute top-1 is a mean
+recomputed with the trained outputs fixed, always over the attributes (and groups) defined on
+the test set as given: one left without positives or negatives (or shown values) by a resample
+makes the metric undefined there, a one-line error, rather than silently changing the set
+averaged over (see :func:`probes.multilabel.multilabel_statistics`). Categorical mode's per-attribute top-1 is a mean
 over that attribute's test rows (``per_item``, the per-item bootstrap); ``mean_top1`` (the mean
 of the attributes' top-1) is recomputed over resampled test images, an image scoring in every
 attribute it has a value of. ``mean_per_class`` gets no interval.
@@ -41,8 +44,9 @@ INFO = register(TaskInfo(
 SPLITS = ("train", "val", "test")
 CLASS_KEY = "class"
 #: How the recomputed metrics are resampled, as records state it.
-BINARY_RESAMPLING = ("test images with their labels and masks; the metric recomputed, the "
-                     "trained outputs fixed")
+BINARY_RESAMPLING = ("test images with their labels and masks; the metric recomputed over "
+                     "the attributes (groups) defined on the test set, the trained outputs "
+                     "fixed; a resample on which one is undefined is an error")
 MEAN_TOP1_RESAMPLING = ("test images; each attribute's top-1 over the resampled images with a "
                         "value of it, then their mean; the probes fixed")
 
@@ -198,7 +202,8 @@ def _binary(source: FeatureSource, s: Splits, root: str, settings: Settings) -> 
                                        test_mask=data["test"][2])
     extra = {"per_group": result.group_scores, "per_attribute": result.per_attribute_table(),
              "sweep": fit.sweep, "counts": {split: int(len(d[0])) for split, d in data.items()}}
-    statistics = multilabel_statistics(attribute_groups)
+    statistics = multilabel_statistics(attribute_groups, data["test"][1],
+                                       data["test"][2])
     recomputed = None
     if settings.ci is not None:
         test_arrays = [fit.scores(data["test"][0]), np.asarray(data["test"][1], dtype=bool),

@@ -1,5 +1,7 @@
 """probes.multilabel: macro-AUROC and mAP equal scikit-learn's; the per-group probe learns
-learnable attributes, chooses its L2 strength on val, and per-group top-1 counts by hand."""
+learnable attributes, chooses its L2 strength on val, and per-group top-1 counts by hand; the
+statistics recomputed on resamples average over the attributes and groups defined on the test
+set, never over a resample's own."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from featkit.errors import FeatkitError
+from probes.bootstrap import resample_statistics
 from probes.multilabel import (
     evaluate_multilabel_probe,
     fit_multilabel_probe,
     group_top1,
     macro_auroc,
     mean_average_precision,
+    multilabel_statistics,
 )
 
 
@@ -60,3 +65,60 @@ def test_probe_learns_attributes_and_chooses_per_group():
     assert result.group_scores["colour"]["images"] > 0
     assert len(result.per_attribute_table()) == 5
     assert fit.sweep["colour"][0]["l2"] == 1e-1  # strongest first
+
+
+def _rare_attribute_data():
+    """200 images, 4 attributes in two groups; attribute 3 has a single labelled positive."""
+    rng = np.random.default_rng(2)
+    targets = rng.random((200, 4)) < 0.4
+    targets[:, 3] = False
+    targets[7, 3] = True
+    mask = rng.random((200, 4)) < 0.9
+    mask[7, 3] = True
+    scores = rng.normal(size=(200, 4)) + targets
+    return scores, targets, mask, ["a", "a", "b", "b"]
+
+
+def test_statistics_on_the_test_set_are_the_reported_metrics():
+    scores, targets, mask, groups = _rare_attribute_data()
+    statistics = multilabel_statistics(groups, targets, mask)
+    assert statistics["macro_auroc"](scores, targets, mask) == pytest.approx(
+        macro_auroc(scores, targets, mask), abs=1e-15)
+    assert statistics["map"](scores, targets, mask) == pytest.approx(
+        mean_average_precision(scores, targets, mask), abs=1e-15)
+    tops = [group_top1(scores, targets & mask, np.array(c))[0] for c in ([0, 1], [2, 3])]
+    assert statistics["mean_group_top1"](scores, targets, mask) == pytest.approx(np.mean(tops))
+
+
+def test_an_attribute_a_resample_lacks_makes_the_statistic_undefined_not_dropped():
+    scores, targets, mask, groups = _rare_attribute_data()
+    statistics = multilabel_statistics(groups, targets, mask)
+    without = np.setdiff1d(np.arange(200), [7])  # a resample without the rare positive
+    for name in ("macro_auroc", "map"):
+        assert np.isnan(statistics[name](scores[without], targets[without], mask[without]))
+    # the metrics of the resample alone would silently average over three attributes
+    assert np.isfinite(macro_auroc(scores[without], targets[without], mask[without]))
+    with pytest.raises(FeatkitError, match=r"^macro_auroc is undefined \(NaN\) on \d+ of 200 "):
+        resample_statistics([scores, targets, mask], statistics, 200, seed=0)
+
+
+def test_attributes_undefined_on_the_test_set_stay_out_of_every_resample():
+    scores, targets, mask, groups = _rare_attribute_data()
+    targets[7, 3] = False  # attribute 3: no positive at all, so not averaged over
+    statistics = multilabel_statistics(groups, targets, mask)
+    draws = resample_statistics([scores, targets, mask], statistics, 30, seed=1)
+    rng = np.random.default_rng(1)
+    for b in range(30):
+        idx = rng.integers(0, 200, size=200)
+        by_hand = np.mean([roc_auc_score(targets[idx][mask[idx, a], a],
+                                         scores[idx][mask[idx, a], a]) for a in range(3)])
+        assert draws["macro_auroc"][b] == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_a_group_no_resampled_image_shows_makes_mean_group_top1_undefined():
+    scores, targets, mask, groups = _rare_attribute_data()
+    statistics = multilabel_statistics(groups, targets, mask)
+    shown_b = (targets & mask)[:, 2:].any(axis=1)
+    rows = np.flatnonzero(~shown_b)
+    assert rows.size and np.isnan(statistics["mean_group_top1"](scores[rows], targets[rows],
+                                                                mask[rows]))
