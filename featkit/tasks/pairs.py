@@ -11,6 +11,12 @@ and gets the per-item bootstrap. ROC-AUC and TAR at FAR are no means: test pairs
 within the same and within the different pairs (so every resample has both, in the test set's
 numbers, and FAR's k stays put) and each statistic recomputed; the val threshold stays fixed, so
 the interval covers the test pairs' sampling only, not the choice of the threshold.
+
+Limitations the records state: pairs share images (one image in many pairs, as mined pairs are
+built), yet they are resampled as independent pairs, so when images repeat across pairs the
+intervals are optimistic (too narrow). With fewer than ``1 / FAR`` different test pairs, FAR's
+k is 0 on every resample: TAR's threshold is the resample's highest different-pair score, and the
+record warns that its interval says nothing about the FAR asked for.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ INFO = register(TaskInfo(
 SPLITS = ("train", "val", "test")
 #: How ROC-AUC and TAR at FAR are resampled, as the record states it.
 RESAMPLING = ("test pairs, within the same and within the different pairs; the statistic "
-              "recomputed, the val threshold fixed")
+              "recomputed, the val threshold fixed; pairs are resampled as independent, so "
+              "the interval is optimistic (too narrow) when images repeat across pairs")
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,24 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None
                                resampling=RESAMPLING, strata=np.asarray(test[2], bool))
     attach_item_scores(extra, items, settings.ci, result.metrics(), recomputed=recomputed,
                        resampling=dict.fromkeys(("roc_auc", "tar_at_far"), RESAMPLING))
+    warnings = list(result.warnings)
+    if settings.ci is not None:
+        warnings += _interval_warnings(result.counts["test_different"], settings.far)
     return [make_result(
         INFO.name, model=s.model, dataset=s.dataset, features=s.kind, metrics=result.metrics(),
         settings={**result.settings(), "test_pairs": test[3], "val_pairs": val[3],
                   "per_image": settings.per_image, "seed": settings.seed},
-        provenance=provenance([s]), extra=extra,
-        warnings=result.warnings,
+        provenance=provenance([s]), extra=extra, warnings=warnings,
     )]
+
+
+def _interval_warnings(different: int, far: float) -> list[str]:
+    """The warning of a TAR at FAR interval that cannot resolve ``far``: with fewer than
+    ``1 / far`` different test pairs every resample's threshold is its highest different-pair
+    score."""
+    if different * far >= 1:
+        return []
+    return [f"tar_at_far interval: {different} different test pairs are fewer than 1 / FAR = "
+            f"{int(np.ceil(1 / far))}, so every resample's threshold is its highest "
+            "different-pair score (FAR 0); the interval says nothing about FAR = "
+            f"{far:g}"]

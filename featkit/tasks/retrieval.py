@@ -2,7 +2,11 @@
 
 Every metric is a mean over the scored queries, so the record keeps each one's per-query values
 (``per_item``: AP, AP@R and R-precision as float32, P@1 and R@k as bits) and ``--ci`` gives each
-an interval over queries."""
+an interval over queries. Only the queries are resampled; the gallery they are ranked against is
+held fixed. In leave-one-out mode the gallery is the query split itself, so a resampled query is
+still ranked against every other original item: the interval covers which queries were drawn, not
+the gallery's sampling, and is narrower than one that redrew both. Each ``ci`` row's
+``resampling`` says so."""
 
 from __future__ import annotations
 
@@ -82,6 +86,9 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
         "per_class_ap": result.per_class_ap,
     }
     attach_item_scores(extra, items, settings.ci, result.metrics())
+    if settings.ci is not None:
+        for row in extra["ci"]["metrics"].values():
+            row["resampling"] = resampling_text(settings.leave_one_out)
     return make_result(
         INFO.name, model=query.model or source.model, dataset=dataset, features=query.kind,
         metrics=result.metrics(),
@@ -101,6 +108,15 @@ def run(source: FeatureSource, dataset: str, settings: Settings | None = None, *
         extra=extra,
         warnings=notes_of(query, gallery),
     )
+
+
+def resampling_text(leave_one_out: bool) -> str:
+    """What a retrieval interval resamples and holds fixed, as the record's ``ci`` rows say."""
+    if leave_one_out:
+        return ("queries; the gallery held fixed: in leave-one-out each resampled query is still "
+                "ranked against all the other original items, so the interval covers the "
+                "queries' sampling, not the gallery's")
+    return "queries; the gallery split held fixed, so the interval covers the queries' sampling only"
 
 
 def summary_line(record: dict[str, Any]) -> str:
