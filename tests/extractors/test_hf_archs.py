@@ -18,10 +18,17 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from extractors import get_spec, load_extractor  # noqa: E402
-from extractors.hf import square_crop  # noqa: E402
 from extractors.layers import expand_layers  # noqa: E402
 from extractors.tiny import tiny_model_dir  # noqa: E402
 from featkit.errors import MissingWeightsError  # noqa: E402
+from featkit.testing.vlms import (  # noqa: E402
+    check_batched_equals_single,
+    check_padding_sides_agree,
+    max_diff,
+    processor_inputs,
+    random_images,
+    stacked,
+)
 
 TOL = 1e-5
 MODELS = ["test:tiny-llava-next", "test:tiny-llava-onevision", "test:tiny-internvl",
@@ -44,27 +51,7 @@ def vlm(request):
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    sizes = [(20, 24), (24, 17), (16, 16), (30, 22)]
-    return [Image.fromarray((rng.random((*sizes[i % 4], 3)) * 255).astype("uint8")) for i in range(n)]
-
-
-def _batch(vlm, images) -> torch.Tensor:
-    return torch.stack([vlm.transform(image) for image in images])
-
-
-def _processed(vlm, images, prompts=None, **kwargs):
-    """The processor's own inputs for ``images`` (cropped as the extractor crops them)."""
-    if vlm.square_crop_size:
-        images = [square_crop(im, vlm.square_crop_size) for im in images]
-    prompts = prompts or [vlm.prompt] * len(images)
-    if vlm.architecture == "smolvlm":  # its processor takes a list of images per prompt
-        images = [[image] for image in images]
-    return vlm.processor(text=prompts, images=images, return_tensors="pt", **kwargs)
-
-
-def _max_diff(a, b) -> float:
-    return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max())
+    return random_images(n, seed)
 
 
 def _module(root, path: str):
@@ -141,15 +128,15 @@ def _reference_visual_aligned(vlm, inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_visual_and_aligned_are_the_projector_on_the_selected_tokens(vlm):
     images = _images(3, seed=1)
-    out = vlm(_batch(vlm, images), ["visual", "aligned"])
-    visual, aligned = _reference_visual_aligned(vlm, _processed(vlm, images))
-    assert _max_diff(out["visual"], visual) <= TOL
-    assert _max_diff(out["aligned"], aligned) <= TOL
+    out = vlm(stacked(vlm, images), ["visual", "aligned"])
+    visual, aligned = _reference_visual_aligned(vlm, processor_inputs(vlm, images))
+    assert max_diff(out["visual"], visual) <= TOL
+    assert max_diff(out["aligned"], aligned) <= TOL
 
 
 def test_aligned_is_what_the_language_model_receives(vlm):
     images = _images(2, seed=2)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     captured = {}
 
     def hook(module, args, kwargs):
@@ -163,7 +150,7 @@ def test_aligned_is_what_the_language_model_receives(vlm):
         handle.remove()
     is_image = inputs["input_ids"] == vlm.model.config.image_token_id
     received = torch.stack([captured["embeds"][i][is_image[i]].mean(0) for i in range(2)])
-    assert _max_diff(vlm(_batch(vlm, images), ["aligned"])["aligned"], received) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["aligned"])["aligned"], received) <= TOL
 
 
 #: the architectures whose vision tower has a class token (the others have no ``cls`` kind)
@@ -178,7 +165,7 @@ def test_the_class_token_models_are_those_with_a_cls_kind():
 def test_cls_is_the_class_token_of_the_whole_image(model):
     vlm = _loaded(model)
     images = _images(2, seed=3)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     pixels = inputs["pixel_values"]
     with torch.inference_mode():
         if vlm.architecture == "blip_2":
@@ -189,17 +176,17 @@ def test_cls_is_the_class_token_of_the_whole_image(model):
             layer = vlm.model.config.vision_feature_layer
             states = tower.last_hidden_state if vlm.architecture == "internvl" else tower.hidden_states[layer]
             cls = states.reshape(2, -1, *states.shape[1:])[:, vlm.arch.global_tile, 0]
-    assert _max_diff(vlm(_batch(vlm, images), ["cls"])["cls"], cls) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["cls"])["cls"], cls) <= TOL
 
 
 def test_qformer_kind_is_the_query_outputs():
     vlm = load_extractor("test:tiny-blip2")
     images = _images(2, seed=4)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     with torch.inference_mode():
         output = vlm.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True)
         queries = output.qformer_outputs.last_hidden_state
-    assert _max_diff(vlm(_batch(vlm, images), ["qformer"])["qformer"], queries.mean(1)) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["qformer"])["qformer"], queries.mean(1)) <= TOL
 
 
 # -- last_token ------------------------------------------------------------------------------------
@@ -209,35 +196,21 @@ def test_last_token_is_vlm2vecs_forward(vlm):
     images = _images(3, seed=5)
     kinds = ["last_token", *expand_layers({"last_token": vlm.kinds.layers["last_token"]}, "all",
                                           model=vlm.spec.name)]
-    out = vlm(_batch(vlm, images), kinds)
-    inputs = _processed(vlm, images)
+    out = vlm(stacked(vlm, images), kinds)
+    inputs = processor_inputs(vlm, images)
     hidden = _lm_hidden_states(vlm, _forward(vlm, inputs, output_hidden_states=True))
     last = inputs["attention_mask"].sum(dim=1) - 1
     rows = torch.arange(3)
-    assert _max_diff(out["last_token"], torch.nn.functional.normalize(hidden[-1][rows, last], dim=-1)) <= TOL
+    assert max_diff(out["last_token"], torch.nn.functional.normalize(hidden[-1][rows, last], dim=-1)) <= TOL
     for layer in range(1, len(hidden)):
         reference = torch.nn.functional.normalize(hidden[layer][rows, last], dim=-1)
-        assert _max_diff(out[f"last_token@{layer}"], reference) <= TOL, layer
+        assert max_diff(out[f"last_token@{layer}"], reference) <= TOL, layer
 
 
 def test_left_and_right_padding_give_the_same_last_token(vlm):
-    images = _images(3, seed=6)
     head = f"{vlm.image_token} " if vlm.arch.image_token_in_prompt else ""
     prompts = [f"{head}Represent the given image.", f"{head}Find this bird, please.", f"{head}A."]
-    tokenizer = vlm.processor.tokenizer
-    results = {}
-    for side in ("left", "right"):
-        tokenizer.padding_side = side
-        try:
-            inputs = _processed(vlm, images, prompts, padding=True)
-        finally:
-            tokenizer.padding_side = "right"
-        assert (inputs["attention_mask"] == 0).any()
-        results[side] = vlm.last_token_layers(inputs, blocks=[0])
-    for key in (None, 0):
-        assert _max_diff(results["left"][key], results["right"][key]) <= TOL
-    single = vlm.last_token(_processed(vlm, images[1:2], prompts[1:2]))
-    assert _max_diff(single[0], results["left"][None][1]) <= TOL
+    check_padding_sides_agree(vlm, _images(3, seed=6), prompts, TOL)
 
 
 def test_texts_embed_alike_for_either_padding(vlm):
@@ -257,19 +230,14 @@ def test_texts_embed_alike_for_either_padding(vlm):
 
 
 def test_batched_equals_one_at_a_time(vlm):
-    images = _images(3, seed=7)
-    kinds = [*vlm.kinds, "patch_mean@1", "last_token@1"]
-    batched = vlm(_batch(vlm, images), kinds)
-    for i, image in enumerate(images):
-        single = vlm(_batch(vlm, [image]), kinds)
-        for kind in kinds:
-            assert _max_diff(batched[kind][i], single[kind][0]) <= TOL, kind
+    check_batched_equals_single(vlm, _images(3, seed=7), [*vlm.kinds, "patch_mean@1", "last_token@1"],
+                                TOL)
 
 
 def test_vision_layers_are_the_towers_hidden_states(vlm):
     images = _images(2, seed=8)
-    out = vlm(_batch(vlm, images), expand_layers(vlm.kinds.layers, "all", model=vlm.spec.name))
-    inputs = _processed(vlm, images)
+    out = vlm(stacked(vlm, images), expand_layers(vlm.kinds.layers, "all", model=vlm.spec.name))
+    inputs = processor_inputs(vlm, images)
     extra = {k: inputs[k] for k in vlm.arch.image_inputs}
     with torch.inference_mode():
         output = vlm.base.get_image_features(pixel_values=inputs["pixel_values"], **extra,
@@ -279,9 +247,9 @@ def test_vision_layers_are_the_towers_hidden_states(vlm):
         states = output.hidden_states[layer]
         states = states.reshape(2, -1, *states.shape[-2:]) if states.dim() == 3 else states.reshape(2, 1, -1, states.shape[-1])
         patches = states[:, :, 1:] if has_cls else states
-        assert _max_diff(out[f"patch_mean@{layer}"], patches.reshape(2, -1, patches.shape[-1]).mean(1)) <= TOL
+        assert max_diff(out[f"patch_mean@{layer}"], patches.reshape(2, -1, patches.shape[-1]).mean(1)) <= TOL
         if has_cls:
-            assert _max_diff(out[f"cls@{layer}"], states[:, vlm.arch.global_tile, 0]) <= TOL
+            assert max_diff(out[f"cls@{layer}"], states[:, vlm.arch.global_tile, 0]) <= TOL
 
 
 def test_specs_declare_the_loaded_kinds(vlm):

@@ -20,9 +20,16 @@ from PIL import Image  # noqa: E402
 
 import featkit  # noqa: E402
 from extractors import get_spec, load_extractor  # noqa: E402
-from extractors.hf import square_crop  # noqa: E402
 from extractors.tiny import tiny_model_dir  # noqa: E402
 from featkit.errors import MissingWeightsError  # noqa: E402
+from featkit.testing.vlms import (  # noqa: E402
+    check_batched_equals_single,
+    check_padding_sides_agree,
+    max_diff,
+    processor_inputs,
+    random_images,
+    stacked,
+)
 
 TOL = 1e-5
 NAME = "test:tiny-molmo2"
@@ -33,24 +40,12 @@ def vlm():
     return load_extractor(NAME)
 
 
+#: this model's crop is larger than the generic tiny models'
+SIZES = ((40, 48), (48, 34), (32, 32), (60, 44))
+
+
 def _images(n: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    sizes = [(40, 48), (48, 34), (32, 32), (60, 44)]
-    return [Image.fromarray((rng.random((*sizes[i % 4], 3)) * 255).astype("uint8")) for i in range(n)]
-
-
-def _batch(vlm, images) -> torch.Tensor:
-    return torch.stack([vlm.transform(image) for image in images])
-
-
-def _processed(vlm, images, prompts=None, **kwargs):
-    images = [square_crop(image, vlm.square_crop_size) for image in images]
-    return vlm.processor(text=prompts or [vlm.prompt] * len(images), images=images,
-                         return_tensors="pt", **kwargs)
-
-
-def _max_diff(a, b) -> float:
-    return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max())
+    return random_images(n, seed, SIZES)
 
 
 def _per_image_patches(inputs, n: int) -> list[torch.Tensor]:
@@ -60,7 +55,7 @@ def _per_image_patches(inputs, n: int) -> list[torch.Tensor]:
 
 
 def test_the_tiny_model_tiles_and_concatenates_layers(vlm):
-    inputs = _processed(vlm, _images(1, seed=0))
+    inputs = processor_inputs(vlm, _images(1, seed=0))
     assert inputs["image_num_crops"].tolist() == [5]  # 2 x 2 canvas of crops + the global view
     assert vlm.model.config.adapter_config.vision_feature_layer == [-1, 0]
     assert vlm.kinds["visual"] == 2 * vlm.tower.width and "cls" not in vlm.kinds
@@ -68,7 +63,7 @@ def test_the_tiny_model_tiles_and_concatenates_layers(vlm):
 
 def test_batch_pooling_indices_are_the_processors(vlm):
     """The trap: one image's pooling indices repeated would pool the first image every time."""
-    inputs = _processed(vlm, _images(3, seed=1))
+    inputs = processor_inputs(vlm, _images(3, seed=1))
     built = vlm.images.batch_inputs(3)
     assert torch.equal(built["image_token_pooling"], inputs["image_token_pooling"].to(built["image_token_pooling"].dtype))
     assert torch.equal(built["image_grids"], inputs["image_grids"])
@@ -76,8 +71,8 @@ def test_batch_pooling_indices_are_the_processors(vlm):
 
 def test_visual_and_aligned_are_the_adapter_on_the_pooled_patches(vlm):
     images = _images(3, seed=2)
-    out = vlm(_batch(vlm, images), ["visual", "aligned", "patch_mean@1", "patch_mean@2"])
-    inputs = _processed(vlm, images)
+    out = vlm(stacked(vlm, images), ["visual", "aligned", "patch_mean@1", "patch_mean@2"])
+    inputs = processor_inputs(vlm, images)
     base, layers = vlm.base, vlm.model.config.adapter_config.vision_feature_layer
     with torch.inference_mode():
         hidden = base.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states
@@ -89,20 +84,20 @@ def test_visual_and_aligned_are_the_adapter_on_the_pooled_patches(vlm):
     flat = concatenated.reshape(-1, concatenated.shape[-1])
     patches = _per_image_patches(inputs, 3)
     visual = torch.stack([flat[used].mean(0) for used in patches])
-    assert _max_diff(out["visual"], visual) <= TOL
+    assert max_diff(out["visual"], visual) <= TOL
     for layer in (1, 2):
         states = hidden[layer].reshape(-1, hidden[layer].shape[-1])
-        assert _max_diff(out[f"patch_mean@{layer}"], torch.stack([states[used].mean(0) for used in patches])) <= TOL
+        assert max_diff(out[f"patch_mean@{layer}"], torch.stack([states[used].mean(0) for used in patches])) <= TOL
     # visual is blocks 2 and 1 side by side
-    assert _max_diff(out["visual"], torch.cat([out["patch_mean@2"], out["patch_mean@1"]], dim=-1)) <= TOL
+    assert max_diff(out["visual"], torch.cat([out["patch_mean@2"], out["patch_mean@1"]], dim=-1)) <= TOL
     aligned = torch.stack([tokens.mean(0) for tokens in adapted.split(len(adapted) // 3)])
-    assert _max_diff(out["aligned"], aligned) <= TOL
-    assert _max_diff(out["aligned"], torch.stack([t.mean(0) for t in own.pooler_output])) <= TOL
+    assert max_diff(out["aligned"], aligned) <= TOL
+    assert max_diff(out["aligned"], torch.stack([t.mean(0) for t in own.pooler_output])) <= TOL
 
 
 def test_aligned_is_what_the_language_model_adds_to_the_patch_tokens(vlm):
     images = _images(2, seed=3)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     captured = {}
 
     def hook(module, args, kwargs):
@@ -118,59 +113,40 @@ def test_aligned_is_what_the_language_model_adds_to_the_patch_tokens(vlm):
     added = captured["embeds"] - vlm.base.get_input_embeddings()(ids)
     is_patch = ids == vlm.model.config.image_patch_id
     received = torch.stack([added[i][is_patch[i]].mean(0) for i in range(2)])
-    assert _max_diff(vlm(_batch(vlm, images), ["aligned"])["aligned"], received) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["aligned"])["aligned"], received) <= TOL
 
 
 def test_last_token_and_its_layers_are_the_models_forward(vlm):
     images = _images(3, seed=4)
-    out = vlm(_batch(vlm, images), ["last_token", "last_token@1", "last_token@2"])
-    inputs = _processed(vlm, images)
+    out = vlm(stacked(vlm, images), ["last_token", "last_token@1", "last_token@2"])
+    inputs = processor_inputs(vlm, images)
     with torch.inference_mode():
         hidden = vlm.model(**inputs, use_cache=False, output_hidden_states=True).hidden_states
     rows, last = torch.arange(3), inputs["attention_mask"].sum(dim=1) - 1
     normalize = torch.nn.functional.normalize
-    assert _max_diff(out["last_token"], normalize(hidden[-1][rows, last], dim=-1)) <= TOL
+    assert max_diff(out["last_token"], normalize(hidden[-1][rows, last], dim=-1)) <= TOL
     for layer in (1, 2):
-        assert _max_diff(out[f"last_token@{layer}"], normalize(hidden[layer][rows, last], dim=-1)) <= TOL
+        assert max_diff(out[f"last_token@{layer}"], normalize(hidden[layer][rows, last], dim=-1)) <= TOL
 
 
 def test_left_and_right_padding_give_the_same_last_token(vlm):
-    images = _images(3, seed=5)
     prompts = [f"{vlm.image_token} Represent the given image.", f"{vlm.image_token} Find this bird.",
                f"{vlm.image_token} A."]
-    tokenizer, results = vlm.processor.tokenizer, {}
-    for side in ("left", "right"):
-        tokenizer.padding_side = side
-        try:
-            inputs = _processed(vlm, images, prompts, padding=True)
-        finally:
-            tokenizer.padding_side = "right"
-        assert (inputs["attention_mask"] == 0).any()
-        results[side] = vlm.last_token_layers(inputs, blocks=[0])
-    for key in (None, 0):
-        assert _max_diff(results["left"][key], results["right"][key]) <= TOL
-    single = vlm.last_token(_processed(vlm, images[1:2], prompts[1:2]))
-    assert _max_diff(single[0], results["left"][None][1]) <= TOL
+    check_padding_sides_agree(vlm, _images(3, seed=5), prompts, TOL)
 
 
 def test_batched_equals_one_at_a_time(vlm):
-    images = _images(3, seed=6)
-    kinds = [*vlm.kinds, "patch_mean@1", "patch_mean@-1", "last_token@1"]
-    batched = vlm(_batch(vlm, images), kinds)
-    for i, image in enumerate(images):
-        single = vlm(_batch(vlm, [image]), kinds)
-        for kind in kinds:
-            assert _max_diff(batched[kind][i], single[kind][0]) <= TOL, kind
-    assert _max_diff(batched["aligned"][0], batched["aligned"][1]) > 1e-3  # distinct images differ
+    batched = check_batched_equals_single(vlm, _images(3, seed=6), [*vlm.kinds, "patch_mean@1", "patch_mean@-1", "last_token@1"], TOL)
+    assert max_diff(batched["aligned"][0], batched["aligned"][1]) > 1e-3  # distinct images differ
 
 
 def test_layer_lists_in_one_pass_equal_each_alone(vlm):
-    pixels = _batch(vlm, _images(2, seed=7))
+    pixels = stacked(vlm, _images(2, seed=7))
     kinds = ["patch_mean@1", "patch_mean@-1", "last_token@1", "last_token@-1"]
     together = vlm(pixels, kinds)
     for kind in kinds:
-        assert _max_diff(together[kind], vlm(pixels, [kind])[kind]) <= TOL, kind
-    assert _max_diff(together["last_token@-1"], vlm(pixels, ["last_token"])["last_token"]) <= TOL
+        assert max_diff(together[kind], vlm(pixels, [kind])[kind]) <= TOL, kind
+    assert max_diff(together["last_token@-1"], vlm(pixels, ["last_token"])["last_token"]) <= TOL
 
 
 def test_texts_embed_alike_for_either_padding(vlm):

@@ -20,9 +20,16 @@ from PIL import Image  # noqa: E402
 
 import featkit  # noqa: E402
 from extractors import get_spec, load_extractor  # noqa: E402
-from extractors.hf import square_crop  # noqa: E402
 from extractors.tiny import tiny_model_dir  # noqa: E402
 from featkit.errors import MissingWeightsError  # noqa: E402
+from featkit.testing.vlms import (  # noqa: E402
+    check_batched_equals_single,
+    check_padding_sides_agree,
+    max_diff,
+    processor_inputs,
+    random_images,
+    stacked,
+)
 
 TOL = 1e-5
 NAME = "test:tiny-phi4-multimodal"
@@ -33,24 +40,12 @@ def vlm():
     return load_extractor(NAME)
 
 
+#: this model's crop is larger than the generic tiny models'
+SIZES = ((70, 80), (80, 66), (64, 64), (90, 72))
+
+
 def _images(n: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    sizes = [(70, 80), (80, 66), (64, 64), (90, 72)]
-    return [Image.fromarray((rng.random((*sizes[i % 4], 3)) * 255).astype("uint8")) for i in range(n)]
-
-
-def _batch(vlm, images) -> torch.Tensor:
-    return torch.stack([vlm.transform(image) for image in images])
-
-
-def _processed(vlm, images, prompts=None, **kwargs):
-    images = [square_crop(image, vlm.square_crop_size) for image in images]
-    return vlm.processor(text=prompts or [vlm.prompt] * len(images), images=images,
-                         return_tensors="pt", **kwargs)
-
-
-def _max_diff(a, b) -> float:
-    return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max())
+    return random_images(n, seed, SIZES)
 
 
 def _tower_states(vlm, inputs) -> tuple:
@@ -84,7 +79,7 @@ def _hd_layout(vlm, states: torch.Tensor, n: int, rows: int, cols: int) -> torch
 
 
 def test_the_tiny_model_has_two_by_two_sub_images(vlm):
-    inputs = _processed(vlm, _images(1, seed=0))
+    inputs = processor_inputs(vlm, _images(1, seed=0))
     assert inputs["image_pixel_values"].shape[:2] == (1, 5)  # the global image + 2 x 2 sub-images
     assert int((inputs["input_ids"] == vlm.images.image_token_id).sum()) == 32 * 32 + 32 + 1 + 16 * 16 + 16
     assert "cls" not in vlm.kinds and vlm.feature_layer == 1
@@ -92,27 +87,27 @@ def test_the_tiny_model_has_two_by_two_sub_images(vlm):
 
 def test_visual_is_the_feature_layer_over_every_crop(vlm):
     images = _images(3, seed=1)
-    out = vlm(_batch(vlm, images), ["visual", "patch_mean@1", "patch_mean@2"])
-    hidden = _tower_states(vlm, _processed(vlm, images))
+    out = vlm(stacked(vlm, images), ["visual", "patch_mean@1", "patch_mean@2"])
+    hidden = _tower_states(vlm, processor_inputs(vlm, images))
     layer = vlm.model.config.vision_config.feature_layer
-    assert _max_diff(out["visual"], hidden[layer].reshape(3, -1, hidden[layer].shape[-1]).mean(1)) <= TOL
+    assert max_diff(out["visual"], hidden[layer].reshape(3, -1, hidden[layer].shape[-1]).mean(1)) <= TOL
     for index in (1, 2):
         states = hidden[index].reshape(3, -1, hidden[index].shape[-1])
-        assert _max_diff(out[f"patch_mean@{index}"], states.mean(1)) <= TOL
-    assert _max_diff(out["visual"], out["patch_mean@1"]) <= TOL  # layer -2 of 2 blocks
+        assert max_diff(out[f"patch_mean@{index}"], states.mean(1)) <= TOL
+    assert max_diff(out["visual"], out["patch_mean@1"]) <= TOL  # layer -2 of 2 blocks
 
 
 def test_aligned_is_the_projection_of_the_hd_layout(vlm):
     images = _images(2, seed=2)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     layer = vlm.model.config.vision_config.feature_layer
     tokens = _hd_layout(vlm, _tower_states(vlm, inputs)[layer], 2, 2, 2)
-    assert _max_diff(vlm(_batch(vlm, images), ["aligned"])["aligned"], tokens.mean(1)) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["aligned"])["aligned"], tokens.mean(1)) <= TOL
 
 
 def test_aligned_is_what_the_language_model_receives(vlm):
     images = _images(2, seed=3)
-    inputs = _processed(vlm, images)
+    inputs = processor_inputs(vlm, images)
     captured = {}
 
     def hook(module, args, kwargs):
@@ -126,59 +121,40 @@ def test_aligned_is_what_the_language_model_receives(vlm):
         handle.remove()
     is_image = inputs["input_ids"] == vlm.images.image_token_id
     received = torch.stack([captured["embeds"][i][is_image[i]].mean(0) for i in range(2)])
-    assert _max_diff(vlm(_batch(vlm, images), ["aligned"])["aligned"], received) <= TOL
+    assert max_diff(vlm(stacked(vlm, images), ["aligned"])["aligned"], received) <= TOL
 
 
 def test_last_token_and_its_layers_are_the_models_forward(vlm):
     images = _images(3, seed=4)
-    out = vlm(_batch(vlm, images), ["last_token", "last_token@1", "last_token@2"])
-    inputs = _processed(vlm, images)
+    out = vlm(stacked(vlm, images), ["last_token", "last_token@1", "last_token@2"])
+    inputs = processor_inputs(vlm, images)
     with torch.inference_mode():
         hidden = vlm.model(**inputs, use_cache=False, output_hidden_states=True).hidden_states
     rows, last = torch.arange(3), inputs["attention_mask"].sum(dim=1) - 1
     normalize = torch.nn.functional.normalize
-    assert _max_diff(out["last_token"], normalize(hidden[-1][rows, last], dim=-1)) <= TOL
+    assert max_diff(out["last_token"], normalize(hidden[-1][rows, last], dim=-1)) <= TOL
     for layer in (1, 2):
-        assert _max_diff(out[f"last_token@{layer}"], normalize(hidden[layer][rows, last], dim=-1)) <= TOL
+        assert max_diff(out[f"last_token@{layer}"], normalize(hidden[layer][rows, last], dim=-1)) <= TOL
 
 
 def test_left_and_right_padding_give_the_same_last_token(vlm):
-    images = _images(3, seed=5)
     prompts = [f"{vlm.image_token} Represent the given image.", f"{vlm.image_token} Find this bird.",
                f"{vlm.image_token} A."]
-    tokenizer, results = vlm.processor.tokenizer, {}
-    for side in ("left", "right"):
-        tokenizer.padding_side = side
-        try:
-            inputs = _processed(vlm, images, prompts, padding=True)
-        finally:
-            tokenizer.padding_side = "right"
-        assert (inputs["attention_mask"] == 0).any()
-        results[side] = vlm.last_token_layers(inputs, blocks=[0])
-    for key in (None, 0):
-        assert _max_diff(results["left"][key], results["right"][key]) <= TOL
-    single = vlm.last_token(_processed(vlm, images[1:2], prompts[1:2]))
-    assert _max_diff(single[0], results["left"][None][1]) <= TOL
+    check_padding_sides_agree(vlm, _images(3, seed=5), prompts, TOL)
 
 
 def test_batched_equals_one_at_a_time(vlm):
-    images = _images(3, seed=6)
-    kinds = [*vlm.kinds, "patch_mean@2", "last_token@1"]
-    batched = vlm(_batch(vlm, images), kinds)
-    for i, image in enumerate(images):
-        single = vlm(_batch(vlm, [image]), kinds)
-        for kind in kinds:
-            assert _max_diff(batched[kind][i], single[kind][0]) <= TOL, kind
-    assert _max_diff(batched["aligned"][0], batched["aligned"][1]) > 1e-3  # distinct images differ
+    batched = check_batched_equals_single(vlm, _images(3, seed=6), [*vlm.kinds, "patch_mean@2", "last_token@1"], TOL)
+    assert max_diff(batched["aligned"][0], batched["aligned"][1]) > 1e-3  # distinct images differ
 
 
 def test_layer_lists_in_one_pass_equal_each_alone(vlm):
-    pixels = _batch(vlm, _images(2, seed=7))
+    pixels = stacked(vlm, _images(2, seed=7))
     kinds = ["patch_mean@1", "patch_mean@-1", "last_token@1", "last_token@-1"]
     together = vlm(pixels, kinds)
     for kind in kinds:
-        assert _max_diff(together[kind], vlm(pixels, [kind])[kind]) <= TOL, kind
-    assert _max_diff(together["last_token@-1"], vlm(pixels, ["last_token"])["last_token"]) <= TOL
+        assert max_diff(together[kind], vlm(pixels, [kind])[kind]) <= TOL, kind
+    assert max_diff(together["last_token@-1"], vlm(pixels, ["last_token"])["last_token"]) <= TOL
 
 
 def test_texts_embed_alike_for_either_padding(vlm):
