@@ -182,7 +182,9 @@ def _runs_on_this_transformers(model: str) -> Iterator[None]:
     except FeatkitError:
         raise
     except Exception as err:  # the checkpoint's code, not featkit's: any failure is reported
-        message = (str(err).strip().splitlines() or [""])[0][:300]
+        from extractors.hf_weights import first_line
+
+        message = first_line(err)[:300]
         raise FeatkitError(
             f"{model}: its modelling code fails on a first image with transformers "
             f"{transformers.__version__} ({type(err).__name__}: {message}); it may need a "

@@ -165,6 +165,6 @@ def protocol_for(option: str, architecture: str, names: Sequence[str | None],
     if protocol is None:
         backbones = sorted(b for r, b in PROTOCOLS if r == release)
         raise FeatkitError(
-            f"{model} is a {architecture} model and VLM2Vec {release} has no such backbone "
+            f"{model}'s architecture is {architecture} and VLM2Vec {release} has no such backbone "
             f"({', '.join(backbones)}); pass --option vlm2vec=off to embed it featkit's way")
     return protocol
